@@ -1,0 +1,75 @@
+// Argument checks and descriptor parsing of hebm::latent_langevin, shared by the CPU and CUDA launchers.
+// Every error names the argument, what was expected and what was given.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+#include "core/program.h"
+#include "core/schedule.h"
+
+namespace hebm {
+
+struct LatentCall {
+  core::ProgramDesc prog;
+  core::ScheduleDesc sched;
+  int64_t B = 0, D = 0;
+  int64_t S = 0;  // length of the noise and trace step axis
+  bool per_chain = false;
+  bool explicit_noise = false;
+};
+
+inline std::string shape_str(const at::Tensor& t) { return std::string(t.sizes().vec().empty() ? "[]" : c10::str(t.sizes())); }
+
+inline LatentCall check_latent_call(const at::Tensor& y0, const at::Tensor& cond, const at::Tensor& params,
+                                    at::IntArrayRef program, at::ArrayRef<double> schedule, at::IntArrayRef steps,
+                                    const at::Tensor& timesteps, const at::Tensor& noise, const at::Tensor& rng) {
+  LatentCall c;
+  TORCH_CHECK(y0.dim() == 2, "latent_langevin: y0 must be [B, D], got shape ", y0.sizes());
+  TORCH_CHECK(y0.scalar_type() == at::kFloat || y0.scalar_type() == at::kDouble,
+              "latent_langevin: y0 must be float32 or float64, got ", y0.scalar_type());
+  c.B = y0.size(0);
+  c.D = y0.size(1);
+  TORCH_CHECK(params.dim() == 1 && params.scalar_type() == y0.scalar_type() && params.device() == y0.device(),
+              "latent_langevin: params must be a 1-D tensor with y0's dtype (", y0.scalar_type(), ") and device (",
+              y0.device(), "), got ", params.scalar_type(), " on ", params.device(), " with shape ", params.sizes());
+  core::ParseResult pr = core::parse_program(program.data(), int64_t(program.size()), params.numel(), c.prog);
+  TORCH_CHECK(pr.ok, "latent_langevin: ", pr.msg);
+  TORCH_CHECK(c.prog.D == c.D, "latent_langevin: y0 has ", c.D, " latent dims per chain, the program expects ", c.prog.D);
+  TORCH_CHECK(int64_t(steps.size()) >= 1, "latent_langevin: steps must list K for every timestep");
+  const char* se = core::parse_schedule(steps.data(), int64_t(steps.size()), schedule.data(), int64_t(schedule.size()), c.sched);
+  TORCH_CHECK(se == nullptr, "latent_langevin: ", se);
+  for (int i = 0; i < c.prog.n_nets; ++i) {
+    const int ts = c.prog.nets[i].time_steps;
+    TORCH_CHECK(ts == 0 || ts >= c.sched.T, "latent_langevin: net ", i, " is conditioned on ", ts,
+                " timesteps but the schedule has ", c.sched.T);
+  }
+  if (cond.numel() > 0) {
+    TORCH_CHECK(cond.sizes() == y0.sizes(), "latent_langevin: cond must have y0's shape ", y0.sizes(), ", got ", cond.sizes());
+    TORCH_CHECK(cond.scalar_type() == y0.scalar_type() && cond.device() == y0.device(),
+                "latent_langevin: cond must have y0's dtype and device, got ", cond.scalar_type(), " on ", cond.device());
+  }
+  c.per_chain = timesteps.numel() > 0;
+  if (c.per_chain) {
+    TORCH_CHECK(timesteps.dim() == 1 && timesteps.size(0) == c.B && timesteps.scalar_type() == at::kLong &&
+                    timesteps.device() == y0.device(),
+                "latent_langevin: timesteps must be an int64 tensor [B] = [", c.B, "] on ", y0.device(), ", got ",
+                timesteps.scalar_type(), " ", timesteps.sizes(), " on ", timesteps.device());
+  }
+  c.S = c.per_chain ? c.sched.max_steps : c.sched.total_steps;
+  c.explicit_noise = noise.numel() > 0;
+  if (c.explicit_noise) {
+    TORCH_CHECK(noise.dim() == 3 && noise.size(0) == c.S && noise.size(1) == c.B && noise.size(2) == c.D,
+                "latent_langevin: noise must be [S, B, D] = [", c.S, ", ", c.B, ", ", c.D, "], got ", noise.sizes());
+    TORCH_CHECK(noise.scalar_type() == y0.scalar_type() && noise.device() == y0.device(),
+                "latent_langevin: noise must have y0's dtype and device, got ", noise.scalar_type(), " on ", noise.device());
+  } else {
+    TORCH_CHECK(rng.numel() == 2 && rng.scalar_type() == at::kLong && rng.device() == y0.device(),
+                "latent_langevin: rng must be an int64 tensor [seed, offset] on ", y0.device(), " when no noise is given, got ",
+                rng.scalar_type(), " ", rng.sizes(), " on ", rng.device());
+  }
+  return c;
+}
+
+}  // namespace hebm

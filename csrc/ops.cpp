@@ -1,0 +1,53 @@
+// Operator schemas (TORCH_LIBRARY) and the CPU registrations; the CUDA registrations live in
+// csrc/cuda/latent_cuda_aten.cpp, built only with CUDA. Fake (meta) kernels are in hebm_ext/ops.py.
+#include <ATen/ATen.h>
+#include <torch/extension.h>
+#include <torch/library.h>
+
+namespace hebm {
+namespace cpu {
+const char* cpu_capability();
+std::tuple<at::Tensor, at::Tensor> latent_langevin_cpu(const at::Tensor& y0, const at::Tensor& cond,
+                                                       const at::Tensor& params, at::IntArrayRef program,
+                                                       at::ArrayRef<double> schedule, at::IntArrayRef steps,
+                                                       const at::Tensor& timesteps, const at::Tensor& noise,
+                                                       const at::Tensor& rng, bool trace);
+std::tuple<at::Tensor, at::Tensor> latent_langevin_block_emulation(
+    const at::Tensor& y0, const at::Tensor& cond, const at::Tensor& params, at::IntArrayRef program,
+    at::ArrayRef<double> schedule, at::IntArrayRef steps, const at::Tensor& timesteps, const at::Tensor& noise,
+    const at::Tensor& rng, bool trace, int64_t threads, int64_t tile, int64_t stage_rows);
+}  // namespace cpu
+bool cuda_built() {
+#ifdef HEBM_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+}  // namespace hebm
+
+TORCH_LIBRARY(hebm, m) {
+  // The fused latent sampler: every Langevin step of every timestep in one call (see csrc/core/schedule.h).
+  // Returns (y, trace); trace is [S, B, 2] (energy, gradient norm per step and chain) when asked, else empty.
+  m.def(
+      "latent_langevin(Tensor y0, Tensor cond, Tensor params, int[] program, float[] schedule, int[] steps, "
+      "Tensor timesteps, Tensor noise, Tensor rng, bool trace) -> (Tensor, Tensor)");
+  // Test support: the CUDA kernel's block program executed on the CPU by a team of threads (see
+  // csrc/cpu/block_emulation.cpp). Same arguments, plus the team size, chains per block and staged weight rows.
+  m.def(
+      "_latent_langevin_block_emulation(Tensor y0, Tensor cond, Tensor params, int[] program, float[] schedule, "
+      "int[] steps, Tensor timesteps, Tensor noise, Tensor rng, bool trace, int threads, int tile, int stage_rows) "
+      "-> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(hebm, CPU, m) {
+  m.impl("latent_langevin", &hebm::cpu::latent_langevin_cpu);
+  m.impl("_latent_langevin_block_emulation", &hebm::cpu::latent_langevin_block_emulation);
+}
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "hebm_ext compiled kernels (operators are registered under torch.ops.hebm)";
+  m.def("cpu_capability", &hebm::cpu::cpu_capability,
+        "Instruction set of the CPU kernels in use (default, avx2 or avx512; HEBM_CPU_CAPABILITY overrides)");
+  m.def("cuda_built", &hebm::cuda_built, "Whether this build contains the CUDA kernels");
+}

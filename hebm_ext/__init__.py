@@ -1,0 +1,21 @@
+"""hebm_ext: energy-based latent priors for hierarchical generative models, with fused Langevin kernels."""
+import torch  # noqa: F401  (loads libtorch, which _C links against)
+
+try:
+    from . import _C  # noqa: F401
+except ImportError as e:  # pragma: no cover - the message is the point
+    raise ImportError(
+        "hebm_ext: the compiled extension hebm_ext._C could not be imported "
+        f"({e}). Build it with `pip install --no-build-isolation -e .` from the repository root "
+        "(or `pip install --no-build-isolation .`). An 'undefined symbol' error usually means torch was "
+        "upgraded after the build: rebuild against the installed torch."
+    ) from e
+
+from . import ops  # noqa: E402,F401
+
+__version__ = "0.1.0"
+
+from .nn import EnergyMLP, LatentEBMPrior  # noqa: E402
+from .sampling import LangevinSchedule, sample_prior  # noqa: E402
+
+__all__ = ["EnergyMLP", "LangevinSchedule", "LatentEBMPrior", "ops", "sample_prior"]

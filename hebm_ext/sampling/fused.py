@@ -1,0 +1,142 @@
+"""sample_prior: the latent-prior sampler, on the fused op ``hebm::latent_langevin`` or the eager reference."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from .. import ops
+from ..nn.prior import LatentEBMPrior
+from . import program as prog
+from .reference import sample_prior_reference
+from .schedule import LangevinSchedule
+
+BACKENDS = ("auto", "fused", "reference")
+_warned: set = set()
+
+
+def fused_unsupported_reason(prior: LatentEBMPrior, y0: torch.Tensor) -> str | None:
+    """Why sample_prior(backend="fused") cannot run this call, or None."""
+    if y0.dtype not in (torch.float32, torch.float64):
+        return f"the fused kernels run float32 and float64, y0 is {y0.dtype}"
+    dev = y0.device.type
+    if dev not in ("cpu", "cuda") or not ops.has_kernel("latent_langevin", dev):
+        return f"this build of hebm_ext has no {dev} kernel for hebm::latent_langevin (ops.available() = {ops.available()})"
+    if dev == "cuda" and y0.dtype != torch.float32:
+        return "the CUDA kernel runs float32 only (float64 runs on the CPU kernel or the reference)"
+    return prog.unsupported_reason(prior)
+
+
+def _summarise(tr: torch.Tensor) -> dict:
+    """Per-step means over the chains, as the papers log them (NaN entries: chains not running that step)."""
+    return {"energy": tr[..., 0].nanmean(dim=1), "grad_norm": tr[..., 1].nanmean(dim=1), "per_chain": tr}
+
+
+def _check_inputs(prior, y0, schedule, cond, noise, timesteps, backend):
+    if not isinstance(prior, LatentEBMPrior):
+        raise TypeError(f"prior must be a hebm_ext.LatentEBMPrior, got {type(prior).__name__}")
+    if not isinstance(schedule, LangevinSchedule):
+        raise TypeError(f"schedule must be a hebm_ext.LangevinSchedule, got {type(schedule).__name__}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not torch.is_tensor(y0):
+        raise TypeError(f"y0 must be a tensor [B, {prior.D}], got {type(y0).__name__}")
+    prior.check_y(y0, "y0")
+    if not y0.is_floating_point():
+        raise TypeError(f"y0 must be a floating-point tensor, got {y0.dtype}")
+    p = next(iter(prior.parameters()), None)
+    if p is not None:
+        if p.device != y0.device:
+            raise ValueError(f"y0 is on {y0.device} but the prior's parameters are on {p.device}")
+        if p.dtype != y0.dtype:
+            raise TypeError(f"y0 is {y0.dtype} but the prior's parameters are {p.dtype}; convert one of them")
+    if cond is not None:
+        if not torch.is_tensor(cond) or cond.shape != y0.shape:
+            raise ValueError(f"cond must have y0's shape {tuple(y0.shape)}, got {tuple(cond.shape) if torch.is_tensor(cond) else cond!r}")
+        if cond.dtype != y0.dtype or cond.device != y0.device:
+            raise ValueError(f"cond must have y0's dtype and device ({y0.dtype}, {y0.device}), got ({cond.dtype}, {cond.device})")
+    for i, head in enumerate(prior.heads):
+        ts = getattr(head, "time_steps", 0)
+        if ts and ts < schedule.T:
+            raise ValueError(f"schedule has T={schedule.T} timesteps but heads[{i}] is conditioned on only {ts}")
+    if (schedule.reference_sigma is not None and not math.isinf(schedule.reference_sigma) or
+            schedule.reference_sigma is not None and not math.isinf(prior.sigma)) and \
+            schedule.reference_sigma != prior.sigma:
+        raise ValueError(f"schedule {schedule.name!r} was built for a base of std {schedule.reference_sigma}, "
+                         f"but prior.sigma = {prior.sigma}")
+    S = schedule.total_steps if timesteps is None else schedule.max_steps
+    if timesteps is not None:
+        if not torch.is_tensor(timesteps) or timesteps.dim() != 1 or timesteps.shape[0] != y0.shape[0] or \
+                timesteps.dtype.is_floating_point:
+            raise ValueError(f"timesteps must be an integer tensor [B] = [{y0.shape[0]}], got "
+                             f"{tuple(timesteps.shape) if torch.is_tensor(timesteps) else timesteps!r}")
+        if timesteps.device != y0.device:
+            raise ValueError(f"timesteps is on {timesteps.device}, y0 on {y0.device}")
+    if noise is not None:
+        if not torch.is_tensor(noise) or tuple(noise.shape) != (S, y0.shape[0], y0.shape[1]):
+            got = tuple(noise.shape) if torch.is_tensor(noise) else type(noise).__name__
+            raise ValueError(f"noise must be [S, B, D] = [{S}, {y0.shape[0]}, {y0.shape[1]}] "
+                             f"(S = the schedule's {'max' if timesteps is not None else 'total'} steps), got {got}")
+        if noise.dtype != y0.dtype or noise.device != y0.device:
+            raise ValueError(f"noise must have y0's dtype and device ({y0.dtype}, {y0.device}), got ({noise.dtype}, {noise.device})")
+    if not torch.compiler.is_compiling():  # data-dependent checks (they would break a compiled graph)
+        bad = (~torch.isfinite(y0)).any(dim=1)
+        if bool(bad.any()):
+            raise ValueError(f"y0 has NaN or inf values in {int(bad.sum())} of {y0.shape[0]} chains")
+        if cond is not None and not bool(torch.isfinite(cond).all()):
+            raise ValueError("cond has NaN or inf values")
+        if timesteps is not None and timesteps.numel() and \
+                (int(timesteps.min()) < 0 or int(timesteps.max()) >= schedule.T):
+            raise ValueError(f"timesteps must lie in [0, {schedule.T}), got values in "
+                             f"[{int(timesteps.min())}, {int(timesteps.max())}]")
+
+
+def _rng(y0, generator, seed):
+    if seed is not None:
+        return torch.tensor([int(seed) & (2 ** 63 - 1), 0], dtype=torch.int64, device=y0.device)
+    dev = generator.device if generator is not None else y0.device
+    s = torch.randint(0, 2 ** 62, (1,), generator=generator, dtype=torch.int64, device=dev)
+    return torch.cat([s, torch.zeros_like(s)]).to(y0.device)
+
+
+def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSchedule, *, cond=None, noise=None,
+                 generator=None, backend: str = "auto", trace: bool = False, timesteps=None, seed=None):
+    """Sample the latent prior by (annealed) Langevin dynamics.
+
+    prior: LatentEBMPrior; y0: initial chains [B, D]; schedule: LangevinSchedule (T timesteps run T-1 ... 0).
+    cond: y_cond of the first timestep (default y0). noise: optional [S, B, D], S = schedule.total_steps (or
+    schedule.max_steps with ``timesteps``); when given every backend uses it and they agree to rounding.
+    generator / seed: where the kernels' Philox seed comes from (seed: an int, the same on every device).
+    backend: "fused" (the op), "reference" (eager autograd loop), "auto" (fused when this build has the op for
+    y0's device and the prior is supported, else reference with a one-time warning that says why).
+    timesteps: optional int tensor [B]: chain b runs only the K steps of timestep timesteps[b] (recovery-likelihood
+    training). trace: also return {"energy": [S], "grad_norm": [S], "per_chain": [S, B, 2]}.
+
+    Returns y [B, D] (no gradient), or (y, trace) when ``trace``.
+    """
+    _check_inputs(prior, y0, schedule, cond, noise, timesteps, backend)
+    if backend != "reference":
+        reason = fused_unsupported_reason(prior, y0)
+        if reason is not None:
+            if backend == "fused":
+                raise ValueError(f"sample_prior(backend='fused'): {reason}")
+            if reason not in _warned:
+                _warned.add(reason)
+                warnings.warn(f"sample_prior: running the eager reference sampler because {reason}", stacklevel=2)
+            backend = "reference"
+        else:
+            backend = "fused"
+    if backend == "reference":
+        out = sample_prior_reference(prior, y0, schedule, cond=cond, noise=noise, generator=generator,
+                                     timesteps=timesteps, trace=trace)
+        return (out[0], _summarise(out[1])) if trace else out
+
+    params, program = prog.packed(prior, y0.dtype, y0.device)
+    empty = y0.new_empty((0,))
+    rng = y0.new_empty((0,), dtype=torch.int64) if noise is not None else _rng(y0, generator, seed)
+    ts = timesteps.to(torch.int64) if timesteps is not None else y0.new_empty((0,), dtype=torch.int64)
+    y, tr = ops.latent_langevin(y0.detach(), cond.detach() if cond is not None else empty, params, program,
+                                schedule.coefficients(), list(schedule.K), ts,
+                                noise if noise is not None else empty, rng, bool(trace))
+    return (y, _summarise(tr)) if trace else y

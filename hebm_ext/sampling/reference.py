@@ -1,0 +1,82 @@
+"""Eager reference samplers, written like the papers' code: one autograd call per Langevin step.
+
+They are the ground truth of the tests (with the same explicit noise every backend agrees with them to rounding)
+and the baseline of the benchmarks. ALGORITHMS.md 1.2 (LEBM), 2.2 (Gao), 6.3/6.7 (hierarchical EBM diffusion).
+"""
+from __future__ import annotations
+
+import torch
+
+from .schedule import LangevinSchedule
+
+
+def _coef(schedule: LangevinSchedule, name: str, t, like: torch.Tensor):
+    """Coefficient `name` at timestep t (an int, or a per-chain LongTensor -> [B, 1])."""
+    vals = getattr(schedule, name)
+    if isinstance(t, int):
+        return vals[t]
+    return torch.tensor(vals, dtype=like.dtype, device=like.device)[t].unsqueeze(1)
+
+
+def _trace_point(trace, energy, grad, active=None):
+    if trace is None:
+        return
+    e = energy.detach()
+    g = grad.detach().norm(dim=1)
+    if active is not None:
+        nan = torch.full_like(e, float("nan"))
+        e, g = torch.where(active, e, nan), torch.where(active, g, nan)
+    trace.append(torch.stack([e, g], dim=1))
+
+
+def sample_prior_reference(prior, y0: torch.Tensor, schedule: LangevinSchedule, *, cond=None, noise=None,
+                           generator=None, timesteps=None, trace: bool = False):
+    """Annealed Langevin on the prior, eagerly. Returns y [B, D], or (y, trace [S, B, 2]) when ``trace``."""
+    y = y0.detach().clone()
+    y_cond = (cond if cond is not None else y0).detach().clone()
+    log = [] if trace else None
+
+    def draw(k):
+        if noise is not None:
+            return noise[k]
+        return torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+
+    if timesteps is None:
+        k = 0
+        for t in reversed(range(schedule.T)):
+            c = schedule.at(t)
+            t_vec = torch.full((y.shape[0],), t, dtype=torch.long, device=y.device)
+            for _ in range(c["K"]):
+                y = y.detach().requires_grad_(True)
+                en = prior.energy(y, t_vec)
+                log_p = -c["alpha"] * en + prior.base_log_prob(y)
+                grad = torch.autograd.grad(log_p.sum(), y)[0]
+                _trace_point(log, en, grad)
+                y = c["c1"] * y.detach() + c["c2"] * y_cond + c["h"] * grad + c["n"] * draw(k)
+                k += 1
+            y = c["d"] * y.detach()
+            y_cond = y
+    else:
+        t_vec = timesteps.to(device=y.device, dtype=torch.long)
+        K = torch.tensor(schedule.K, device=y.device)[t_vec]
+        c1, c2, h, n, alpha, d = (_coef(schedule, f, t_vec, y) for f in ("c1", "c2", "h", "n", "alpha", "d"))
+        for k in range(schedule.max_steps):
+            active = k < K
+            if not bool(active.any()):
+                break
+            y = y.detach().requires_grad_(True)
+            en = prior.energy(y, t_vec)
+            log_p = -alpha.squeeze(1) * en + prior.base_log_prob(y)
+            grad = torch.autograd.grad(log_p.sum(), y)[0]
+            _trace_point(log, en, grad, active)
+            y_new = c1 * y.detach() + c2 * y_cond + h * grad + n * draw(k)
+            y = torch.where(active.unsqueeze(1), y_new, y.detach())
+        y = d * y.detach()
+    y = y.detach()
+    if trace:
+        S = schedule.max_steps if timesteps is not None else schedule.total_steps
+        tr = torch.stack(log) if log else y.new_empty((0, y.shape[0], 2))
+        if tr.shape[0] < S:  # chains stopped early: pad with NaN as the kernels do
+            tr = torch.cat([tr, tr.new_full((S - tr.shape[0], y.shape[0], 2), float("nan"))])
+        return y, tr
+    return y
