@@ -1,0 +1,46 @@
+"""Model builders shared by the sampler tests."""
+import torch
+
+import hebm_ext as H
+
+
+def sharpen(module: torch.nn.Module, scale: float) -> torch.nn.Module:
+    """Scale every weight so that the energy's gradient matters for the chains (default inits are too flat)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("weight") or name.endswith("weight_orig"):
+                p.mul_(scale)
+    return module
+
+
+def lebm_prior(activation="lrelu", dtype=torch.float64, scale=2.0, in_dim=100, hidden=200, depth=2):
+    head = sharpen(H.EnergyMLP(in_dim, hidden, depth, activation=activation), scale).to(dtype)
+    return H.LatentEBMPrior([in_dim], [(head, 0)])
+
+
+def multi_head_prior(dtype=torch.float64, time_steps=0, sigma=1.0, out_scale=1.0):
+    """Three layers [16, 24, 8], five heads: per-layer, "all", a linear one; ``out_scale`` scales the energies
+    (recovery-likelihood schedules multiply them by 1/s^2)."""
+    dims = [16, 24, 8]
+    heads = [
+        (sharpen(H.EnergyMLP(16, 32, 2, "lrelu", slope=0.1, time_steps=time_steps), 2.0), 0),
+        (sharpen(H.EnergyMLP(24, 20, 1, "gelu", time_steps=time_steps), 2.0), 1),
+        (sharpen(H.EnergyMLP(8, 12, 3, "tanh"), 2.0), 2),
+        (sharpen(H.EnergyMLP(48, 40, 2, "silu", time_steps=time_steps), 2.0), "all"),
+        (sharpen(H.EnergyMLP(24, 1, 0), 1.0), 1),  # a linear energy (no hidden layer)
+    ]
+    with torch.no_grad():
+        for m, _ in heads:
+            m.linears[-1].weight.mul_(out_scale)
+    return H.LatentEBMPrior(dims, [(m.to(dtype), w) for m, w in heads], sigma=sigma)
+
+
+def run_both(prior, y0, schedule, **kw):
+    S = schedule.max_steps if kw.get("timesteps") is not None else schedule.total_steps
+    noise = torch.randn(S, *y0.shape, dtype=y0.dtype)
+    ref = H.sample_prior(prior, y0, schedule, noise=noise, backend="reference", **kw)
+    fused = H.sample_prior(prior, y0, schedule, noise=noise, backend="fused", **kw)
+    return ref, fused, noise
+
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
