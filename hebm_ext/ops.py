@@ -8,10 +8,16 @@ from . import _C  # noqa: F401  (registers torch.ops.hebm)
 __all__ = ["available", "cpu_capability", "has_kernel", "latent_langevin"]
 
 
-def has_kernel(op: str, device: str | torch.device) -> bool:
+_OPS = ("latent_langevin",)
+# Looked up once: the registrations do not change after import (and torch.compile can read a dict).
+_KERNELS = {(op, dev): torch._C._dispatch_has_kernel_for_dispatch_key(f"hebm::{op}", key)
+            for op in _OPS for dev, key in (("cpu", "CPU"), ("cuda", "CUDA"))}
+
+
+def has_kernel(op: str, device) -> bool:
     """Whether operator ``hebm::<op>`` has a kernel for ``device`` ("cpu" or "cuda") in this build."""
-    key = {"cpu": "CPU", "cuda": "CUDA"}[torch.device(device).type]
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"hebm::{op}", key)
+    dev = device if isinstance(device, str) else device.type
+    return _KERNELS.get((op, dev.split(":")[0]), False)
 
 
 def available() -> dict:

@@ -3,31 +3,18 @@ normalised on a grid (issue: fused latent sampler, "Done when" 4)."""
 import torch
 
 import hebm_ext as H
+from hebm_ext.toy import grid_probabilities, histogram2d
 from helpers import sharpen
 
 LO, HI, BINS = -4.0, 4.0, 12
 
 
-def grid_bin_probabilities(prior, fine=480):
-    """Bin probabilities of p(y) ~ exp(log_prob(y)) on [LO, HI]^2 (and the mass outside), by a fine grid."""
-    edges = torch.linspace(LO - 2, HI + 2, fine + 1, dtype=torch.float64)
-    c = (edges[:-1] + edges[1:]) / 2
-    yy = torch.cartesian_prod(c, c)
-    with torch.no_grad():
-        lp = prior.log_prob(yy)
-    w = torch.exp(lp - lp.max())
-    w = w / w.sum()
-    return histogram(yy, w)
+def grid_bin_probabilities(prior):
+    return grid_probabilities(prior.log_prob, LO, HI, BINS)
 
 
-def histogram(y, weights=None):
-    """Probabilities of BINS x BINS cells over [LO, HI]^2 plus one cell for everything outside."""
-    idx = torch.floor((y - LO) / (HI - LO) * BINS).long()
-    inside = ((idx >= 0) & (idx < BINS)).all(1)
-    flat = idx[:, 0].clamp(0, BINS - 1) * BINS + idx[:, 1].clamp(0, BINS - 1)
-    flat = torch.where(inside, flat, torch.full_like(flat, BINS * BINS))
-    w = weights if weights is not None else torch.full((y.shape[0],), 1.0 / y.shape[0], dtype=torch.float64)
-    return torch.zeros(BINS * BINS + 1, dtype=torch.float64).index_add_(0, flat, w.to(torch.float64))
+def histogram(y):
+    return histogram2d(y, LO, HI, BINS)
 
 
 def test_long_chains_match_grid_density():
