@@ -233,6 +233,13 @@ def test_celeba64_reads_splits(tmp_path, nested, crop):
 
 
 def test_celeba_crop_boxes():
+    from hebm_ext.data.celeba import crop_box
+
+    assert crop_box(178, 218, "dual-mcmc") == (15, 40, 163, 188)  # ALGORITHMS.md 5.4
+    assert crop_box(178, 218, "lebm") == (19, 39, 159, 179)  # torchvision CenterCrop(140) offsets
+    rnd = np.random.RandomState(6).randint(0, 256, size=(218, 178, 3)).astype(np.uint8)
+    expected = Image.fromarray(rnd[40:188, 15:163]).resize((64, 64), Image.BILINEAR)
+    assert np.array_equal(np.asarray(celeba_crop(Image.fromarray(rnd), "dual-mcmc")), np.asarray(expected))
     # Mark the two boxes on a 178x218 image: inside each crop the result must be the marked colour only.
     img = np.zeros((218, 178, 3), np.uint8)
     img[40:188, 15:163] = (200, 10, 10)  # dual-MCMC box (15, 40, 163, 188)
@@ -322,6 +329,8 @@ def test_digits_shapes_range_and_split():
     # disjoint and complete; pixel values 0..16 mapped by x / 8 - 1
     assert set(train.indices.tolist()).isdisjoint(test.indices.tolist())
     assert sorted(train.indices.tolist() + test.indices.tolist()) == list(range(1797))
+    # pinned: the split must never change between versions (RandomState(0) permutation of load_digits rows)
+    assert test.indices[:8].tolist() == [4, 5, 6, 9, 14, 17, 18, 19]
     from sklearn.datasets import load_digits
 
     raw = load_digits().images

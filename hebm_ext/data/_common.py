@@ -65,7 +65,8 @@ class ArrayImageDataset(Dataset):
 
     def __init__(self, data: np.ndarray, labels: np.ndarray, transform: Optional[Callable] = None):
         if data.dtype != np.uint8 or data.ndim != 4:
-            raise ValueError(f"{type(self).__name__}: expected uint8 images [N, C, H, W], got {data.dtype} {data.shape}")
+            raise ValueError(f"{type(self).__name__}: expected uint8 images [N, C, H, W], got "
+                             f"{data.dtype} {data.shape}")
         if labels.shape != (data.shape[0],):
             raise ValueError(f"{type(self).__name__}: {data.shape[0]} images but labels of shape {labels.shape}")
         self.data = torch.from_numpy(np.require(data, requirements=["C", "W"]))  # own, writable memory

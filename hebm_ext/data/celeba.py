@@ -64,7 +64,8 @@ def read_partition(path: str):
             if not fields:
                 continue
             if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
-                raise ValueError(f"CelebA64: {path} line {lineno}: expected '<image>.jpg <0|1|2>', got {line.strip()!r}")
+                raise ValueError(f"CelebA64: {path} line {lineno}: expected '<image>.jpg <0|1|2>', "
+                                 f"got {line.strip()!r}")
             entries.append((fields[0], int(fields[1])))
     return entries
 

@@ -26,7 +26,8 @@ def read_svhn_mat(path: str):
     except Exception as e:  # scipy raises several types for a damaged file; re-raised with the path
         raise ValueError(f"SVHN: {path} is not a readable MATLAB file ({type(e).__name__}: {e})") from e
     if "X" not in mat or "y" not in mat:
-        raise ValueError(f"SVHN: {path} lacks the variables X and y (found {sorted(k for k in mat if not k.startswith('__'))})")
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise ValueError(f"SVHN: {path} lacks the variables X and y (found {found})")
     x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
         raise ValueError(f"SVHN: {path}: X is {x.dtype} {x.shape}, expected uint8 [32, 32, 3, N]")

@@ -5,10 +5,10 @@ trains instead a tiny MLP classifier (64 -> 128 -> 64 -> 10, tanh) on ``Digits("
 distance (``fid_from_stats``) between Gaussians fitted to its 64-d penultimate features. Numbers are only
 comparable with other numbers of this module at the same ``VERSION``.
 
-Training is deterministic (fixed seed, float64, one thread, full-batch Adam, about a second on a CPU). The trained weights are
-cached in ``$HEBM_CACHE_DIR`` (default ``~/.cache/hebm_ext``) as ``digits_features_v{VERSION}.pt``, written
-atomically (temporary file + ``os.replace``), and retrained when the file is missing, unreadable, or records a
-different version or configuration hash (the hash covers the training configuration and the training data).
+Training is deterministic (fixed seed, float64, one thread, full-batch Adam, a few seconds on a CPU). The trained
+weights are cached in ``$HEBM_CACHE_DIR`` (default ``~/.cache/hebm_ext``) as ``digits_features_v{VERSION}.pt``,
+written atomically (temporary file + ``os.replace``), and retrained when the file is missing, unreadable, or records
+a different version or configuration hash (the hash covers the training configuration and the training data).
 """
 import hashlib
 import json
@@ -18,7 +18,6 @@ import warnings
 from contextlib import contextmanager
 from typing import Optional, Union
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -45,13 +44,13 @@ class DigitsFeatureNet(nn.Module):
         self.double()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features [N, features] (float64) of images [N, 1, 8, 8]."""
+        """Penultimate features [N, features] (float64, on the network's device) of images [N, 1, 8, 8]."""
         x = torch.as_tensor(x)
         if x.dim() != 4 or tuple(x.shape[1:]) != (1, 8, 8):
             raise ValueError(f"digits features: expected images [N, 1, 8, 8], got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"digits features: expected float images in [-1, 1], got {x.dtype}")
-        return self.body(x.to(torch.float64))
+        return self.body(x.to(device=self.head.weight.device, dtype=torch.float64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
