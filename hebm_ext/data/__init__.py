@@ -1,0 +1,19 @@
+"""Dataset readers without torchvision, in torchvision's on-disk layouts. They never download anything.
+
+Every reader is a ``torch.utils.data.Dataset`` built as ``Reader(root, split=..., transform=None)`` whose items are
+``(image, label)``: image a float32 tensor [C, H, W] in [-1, 1] (uint8 ``x / 127.5 - 1``, the papers'
+``Normalize((0.5,), (0.5,))``), label an int. A missing file raises FileNotFoundError naming the expected path and
+layout; a damaged file raises ValueError naming the file; a bad ``split`` raises ValueError listing the choices.
+
+``Digits`` is the embedded default (scikit-learn's 8x8 digits, no files needed).
+"""
+from .celeba import CelebA64, celeba_crop
+from .cifar import CIFAR10
+from .digits import Digits
+from .folder import ImageFolder
+from .mnist import MNIST, read_idx
+from .svhn import SVHN
+from .transforms import Compose, RandomHorizontalFlip
+
+__all__ = ["CIFAR10", "CelebA64", "Compose", "Digits", "ImageFolder", "MNIST", "RandomHorizontalFlip", "SVHN",
+           "celeba_crop", "read_idx"]
