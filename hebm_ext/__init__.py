@@ -18,4 +18,12 @@ __version__ = "0.1.0"
 from .nn import EnergyMLP, LatentEBMPrior  # noqa: E402
 from .sampling import LangevinSchedule, sample_prior  # noqa: E402
 
-__all__ = ["EnergyMLP", "LangevinSchedule", "LatentEBMPrior", "ops", "sample_prior"]
+__all__ = ["EnergyMLP", "LangevinSchedule", "LatentEBMPrior", "ops", "sample_prior", "data", "metrics"]
+
+
+def __getattr__(name):  # hebm_ext.data / hebm_ext.metrics load on first use (they import scipy, scikit-learn)
+    if name in ("data", "metrics"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'hebm_ext' has no attribute {name!r}")

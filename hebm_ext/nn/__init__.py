@@ -1,5 +1,9 @@
-"""Building blocks: energy heads, the latent prior, (later) the Gaussian ladder and conv networks."""
+"""Building blocks: energy heads, the latent prior, conv decoders / encoders, the data-space EBM of dual-MCMC."""
+from .conv import *  # noqa: F401,F403
+from .conv import __all__ as _conv_all
+from .data_ebm import *  # noqa: F401,F403
+from .data_ebm import __all__ as _ebm_all
 from .energy import ACTIVATIONS, EnergyMLP
 from .prior import LatentEBMPrior
 
-__all__ = ["ACTIVATIONS", "EnergyMLP", "LatentEBMPrior"]
+__all__ = ["ACTIVATIONS", "EnergyMLP", "LatentEBMPrior"] + list(_conv_all) + list(_ebm_all)
