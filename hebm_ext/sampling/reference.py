@@ -80,3 +80,19 @@ def sample_prior_reference(prior, y0: torch.Tensor, schedule: LangevinSchedule, 
             tr = torch.cat([tr, tr.new_full((S - tr.shape[0], y.shape[0], 2), float("nan"))])
         return y, tr
     return y
+
+
+def lebm_prior_loop(energy, z: torch.Tensor, steps: int = 60, step_size: float = 0.4, sigma: float = 1.0,
+                    noise=None, generator=None) -> torch.Tensor:
+    """LEBM's prior Langevin exactly as in its code (ALGORITHMS.md 1.2, ``sample_langevin_prior_z``), on any energy
+    network ``energy(z) -> [B]`` (or [B, 1]):  z <- z - 0.5 s^2 (dE/dz + z / sigma^2) + s xi.
+    The leanest eager baseline of the benchmarks; equals sample_prior_reference on the LEBM schedule."""
+    z = z.detach().clone()
+    for k in range(steps):
+        z.requires_grad_(True)
+        en = energy(z)
+        z_grad = torch.autograd.grad(en.sum(), z)[0]
+        xi = noise[k] if noise is not None else torch.randn(z.shape, generator=generator, dtype=z.dtype,
+                                                             device=z.device)
+        z = (z.detach() - 0.5 * step_size ** 2 * (z_grad + z.detach() / sigma ** 2) + step_size * xi)
+    return z.detach()
