@@ -44,3 +44,27 @@ def run_both(prior, y0, schedule, **kw):
 
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+def joint_prior(param="z", dtype=torch.float64, scale=2.5):
+    """ALGORITHMS.md 3.1: z2 in R^100 (top), z1 in R^128; p(z1|z2) by a 4 x 200 LReLU MLP, sigma_min 0.01,
+    sigma_top 1.01; heads f1 128 -> 200 -> 200 -> 200 -> 1 on z1 and f2 100 -> 100 -> 100 -> 1 on z2."""
+    ladder = sharpen(H.GaussianLadder([100, 128], 200, 4, "lrelu", sigma_min=0.01, sigma_top=1.01), 1.3)
+    f2 = sharpen(H.EnergyMLP(100, 100, 2), scale)
+    f1 = sharpen(H.EnergyMLP(128, 200, 3), scale)
+    return H.LatentEBMPrior([100, 128], [(f2, 0), (f1, 1)], base=ladder, param=param).to(dtype)
+
+
+def deep_ladder_prior(param="u", dtype=torch.float64, time_steps=0, soft_clamp=True, out_scale=1.0):
+    """A 4-layer hierarchy [6, 10, 12, 8] (top first) with per-layer heads and one over all layers."""
+    dims = [6, 10, 12, 8]
+    ladder = H.GaussianLadder(dims, 16, 2, "silu", sigma_min=0.05, sigma_top=1.2, soft_clamp=soft_clamp)
+    sharpen(ladder, 1.2)
+    heads = [(sharpen(H.EnergyMLP(6, 12, 1, "tanh", time_steps=time_steps), 2.0), 0),
+             (sharpen(H.EnergyMLP(12, 20, 2, "lrelu", time_steps=time_steps), 2.0), 2),
+             (sharpen(H.EnergyMLP(8, 9, 1, "gelu"), 2.0), 3),
+             (sharpen(H.EnergyMLP(36, 24, 2, "silu", time_steps=time_steps), 2.0), "all")]
+    with torch.no_grad():
+        for m, _ in heads:
+            m.linears[-1].weight.mul_(out_scale)
+    return H.LatentEBMPrior(dims, heads, base=ladder, param=param).to(dtype)

@@ -136,3 +136,24 @@ def test_cuda_statistics():
     y = H.sample_prior(prior, torch.randn(20000, 2, device="cuda") * 1.5, sch, seed=7, backend="fused")
     tv = 0.5 * (histogram(y.double().cpu()) - p_grid).abs().sum().item()
     assert tv < 0.05
+
+
+@pytest.mark.parametrize("param", ["z", "u"])
+def test_cuda_ladder_equals_reference_and_cpu(param):
+    from helpers import deep_ladder_prior, joint_prior
+
+    prior = to_cuda(joint_prior(param, torch.float32))
+    sch = H.LangevinSchedule.lebm(steps=60, step_size=0.4)
+    y0 = torch.randn(100, 228, device="cuda")
+    noise = torch.randn(60, 100, 228, device="cuda")
+    ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+    out = H.sample_prior(prior, y0, sch, noise=noise, backend="fused")
+    assert (out - ref).abs().max().item() < TOL32
+    cpu_prior = deep_ladder_prior(param, torch.float32, time_steps=3, out_scale=0.05)
+    gpu_prior = to_cuda(deep_ladder_prior(param, torch.float32, time_steps=3, out_scale=0.05))
+    gpu_prior.load_state_dict(cpu_prior.state_dict())
+    sch = H.LangevinSchedule.recovery_likelihood(3, steps=10, b_square=1e-3)
+    y0 = torch.randn(64, 36)
+    cpu = H.sample_prior(cpu_prior, y0, sch, seed=5, backend="fused")
+    gpu = H.sample_prior(gpu_prior, y0.cuda(), sch, seed=5, backend="fused")
+    assert (gpu.cpu() - cpu).abs().max().item() < TOL32

@@ -82,3 +82,33 @@ def test_block_program_draws_the_cpu_kernels_noise(dtype):
     assert (out - cpu).abs().max() < tol
     other = H.sample_prior(prior, y0, schedule, seed=4243, backend="fused")
     assert (other - cpu).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("param", ["z", "u"])
+def test_block_program_ladder(param):
+    """The Gaussian ladder in the GPU algorithm: 4 layers, soft clamp, time-conditioned heads, T = 3."""
+    from helpers import deep_ladder_prior
+
+    prior = deep_ladder_prior(param, torch.float64, time_steps=3, out_scale=0.05)
+    schedule = H.LangevinSchedule.recovery_likelihood(3, steps=[2, 3, 2], b_square=1e-3)
+    y0 = torch.randn(7, 36, dtype=torch.float64)
+    noise = torch.randn(7, 7, 36, dtype=torch.float64)
+    ref = H.sample_prior(prior, y0, schedule, noise=noise, backend="reference")
+    out, _ = emulate(prior, y0, schedule, noise=noise, threads=40, tile=3, stage_rows=4)
+    assert (out - ref).abs().max() < 1e-10
+    cpu = H.sample_prior(prior, y0, schedule, seed=77, backend="fused")
+    out, _ = emulate(prior, y0, schedule, seed=77)
+    assert (out - cpu).abs().max() < 1e-10
+
+
+def test_block_program_joint_prior_shapes():
+    from helpers import joint_prior
+
+    for param in ("z", "u"):
+        prior = joint_prior(param, torch.float64)
+        schedule = H.LangevinSchedule.lebm(steps=4)
+        y0 = torch.randn(5, 228, dtype=torch.float64)
+        noise = torch.randn(4, 5, 228, dtype=torch.float64)
+        ref = H.sample_prior(prior, y0, schedule, noise=noise, backend="reference")
+        out, _ = emulate(prior, y0, schedule, noise=noise, threads=64, tile=2, stage_rows=16)
+        assert (out - ref).abs().max() < 1e-10

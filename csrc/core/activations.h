@@ -16,7 +16,8 @@
 namespace hebm {
 namespace core {
 
-enum ActKind : int { ACT_LRELU = 0, ACT_GELU = 1, ACT_SILU = 2, ACT_TANH = 3, ACT_COUNT = 4 };
+// ACT_IDENTITY is internal (output layers of the ladder's conditionals); programs name the first ACT_COUNT kinds.
+enum ActKind : int { ACT_LRELU = 0, ACT_GELU = 1, ACT_SILU = 2, ACT_TANH = 3, ACT_COUNT = 4, ACT_IDENTITY = 4 };
 
 namespace detail {
 #if HEBM_ON_DEVICE
@@ -54,11 +55,38 @@ HEBM_HD void act_value_grad(T x, T slope, T& y, T& dy) {
     const T sig = T(1) / (T(1) + detail::exp_(-x));
     y = x * sig;
     dy = sig * (T(1) + x * (T(1) - sig));
-  } else {
+  } else if constexpr (A == ACT_TANH) {
     const T th = detail::tanh_(x);
     y = th;
     dy = T(1) - th * th;
+  } else {
+    y = x;
+    dy = T(1);
   }
+}
+
+// NVAE's soft clamp c(x) = 5 tanh(x / 5) and its derivative.
+template <typename T>
+HEBM_HD void soft_clamp(T x, T& y, T& dy) {
+  const T th = detail::tanh_(x * T(0.2));
+  y = T(5) * th;
+  dy = T(1) - th * th;
+}
+
+// The ladder conditional's head: (mu_raw, ell_raw) -> mu, sigma = exp(ell) + sigma_min and the derivatives
+// dmu/dmu_raw, dsigma/dell_raw (ALGORITHMS.md 3.1, 6.1).
+template <typename T>
+HEBM_HD void ladder_head(T mu_raw, T ell_raw, T sigma_min, bool clamp, T& mu, T& sigma, T& dmu, T& dsigma) {
+  T ell = ell_raw, dell = T(1);
+  mu = mu_raw;
+  dmu = T(1);
+  if (clamp) {
+    soft_clamp<T>(mu_raw, mu, dmu);
+    soft_clamp<T>(ell_raw, ell, dell);
+  }
+  const T e = detail::exp_(ell);
+  sigma = e + sigma_min;
+  dsigma = e * dell;
 }
 
 // Run-time kind -> compile-time template parameter, so inner loops carry no branch on the kind.

@@ -31,7 +31,7 @@ constexpr int kBlockMaxJC = 64;    // weight rows staged per chunk at most
 struct BlockLayout {
   int tile;   // chains per block
   int ws;     // staging area (elements)
-  int y, yc, g, e, d0, d1, stage, trow;  // trow: int array [tile] stored in T-sized slots
+  int y, yc, g, z, gz, e, d0, d1, go, stage, trow;  // trow: int array [tile] stored in T-sized slots
   int h[kMaxLinears], dh[kMaxLinears];
   int total;  // elements
 };
@@ -46,10 +46,13 @@ inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws) {
   L.y = o; o += tile * p.D;
   L.yc = o; o += tile * p.D;
   L.g = o; o += tile * p.D;
+  L.z = o; o += tile * p.D;   // z = T(u) (u-parameterised ladder)
+  L.gz = o; o += tile * p.D;
   L.e = o; o += tile;
   L.trow = o; o += tile;
   L.d0 = o; o += tile * p.max_width;
   L.d1 = o; o += tile * p.max_width;
+  L.go = o; o += tile * p.max_width;
   for (int j = 0; j < p.n_lin; ++j) {
     L.h[j] = o; o += tile * p.lin[j].out;
     L.dh[j] = o; o += tile * p.lin[j].out;
@@ -61,7 +64,7 @@ inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws) {
 
 // Elements per chain (everything but the staging area), for choosing the tile on the host.
 inline int block_elems_per_chain(const ProgramDesc& p) {
-  int n = 3 * p.D + 2 + 2 * p.max_width;
+  int n = 5 * p.D + 2 + 3 * p.max_width;
   for (int j = 0; j < p.n_lin; ++j) n += 2 * p.lin[j].out;
   return n;
 }
@@ -144,12 +147,34 @@ HEBM_BLOCK_FN void block_linear_backward(Ctx& ctx, const BlockArgs<T>& a, const 
       T acc = T(0);
       for (int o = 0; o < L.out; ++o) acc += d[o] * w[o];
       if (G) {
-        G[r * ldg + goff + i] += gscale[r] * acc;
+        G[r * ldg + goff + i] += (gscale ? gscale[r] : T(1)) * acc;
       } else {
         DOUT[r * L.in + i] = DHprev ? acc * DHprev[r * L.in + i] : acc;
       }
     }
     ctx.sync();
+  }
+}
+
+// From d0 = the delta of the net's last hidden layer, down to its input: G[r][goff + i] += gscale[r] * dOut/dx
+// (gscale null: 1).
+template <typename T, class Ctx>
+HEBM_BLOCK_FN void block_hidden_backward(Ctx& ctx, const BlockArgs<T>& a, const NetDesc& net, T* smem, T* G, int ldg,
+                                         const T* gscale) {
+  const BlockLayout& lay = a.lay;
+  T* stage = smem + lay.stage;
+  T* d0 = smem + lay.d0;
+  T* d1 = smem + lay.d1;
+  for (int j = net.first + net.n_lin - 2; j >= net.first; --j) {
+    const LinearDesc& L = a.prog.lin[j];
+    if (j > net.first) {
+      block_linear_backward<T, Ctx>(ctx, a, L, d0, d1, smem + lay.dh[j - 1], nullptr, 0, 0, nullptr, stage);
+      T* tmp = d0;
+      d0 = d1;
+      d1 = tmp;
+    } else {
+      block_linear_backward<T, Ctx>(ctx, a, L, d0, nullptr, nullptr, G, ldg, net.in_off, gscale, stage);
+    }
   }
 }
 
@@ -189,9 +214,8 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const BlockArgs<T>& a, const NetDesc& ne
     ctx.sync();
     return;
   }
-  // delta of the last hidden layer
+  // delta of the last hidden layer, then down to the input
   T* d0 = smem + lay.d0;
-  T* d1 = smem + lay.d1;
   {
     const int last = net.first + net.n_lin - 2;
     const T* dh = smem + lay.dh[last];
@@ -199,16 +223,164 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const BlockArgs<T>& a, const NetDesc& ne
     for (int idx = ctx.tid(); idx < tile * width; idx += ctx.nthreads()) d0[idx] = w[idx % width] * dh[idx];
   }
   ctx.sync();
-  for (int j = net.first + net.n_lin - 2; j >= net.first; --j) {
+  block_hidden_backward<T, Ctx>(ctx, a, net, smem, G, D, galpha);
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// The Gaussian ladder: conditionals mu_l, sigma_l = MLP_l(z_{l-1}), layers top first (csrc/core/program.h).
+
+// Forward of a conditional on its parent rows X (ld D): h[last] holds mu in [0, d) and sigma in [d, 2d) of each
+// row (ld 2d), dh[last] dmu/dmu_raw and dsigma/dell_raw.
+template <typename T, class Ctx>
+HEBM_BLOCK_FN void block_ladder_forward(Ctx& ctx, const BlockArgs<T>& a, const NetDesc& net, T* smem, const T* X,
+                                        const int* trow) {
+  const BlockLayout& lay = a.lay;
+  const int tile = lay.tile;
+  T* stage = smem + lay.stage;
+  const T slope = net.slope >= 0 ? a.params[net.slope] : T(0);
+  int ldx = a.prog.D;
+  for (int j = net.first; j < net.first + net.n_lin - 1; ++j) {
     const LinearDesc& L = a.prog.lin[j];
-    if (j > net.first) {
-      block_linear_backward<T, Ctx>(ctx, a, L, d0, d1, smem + lay.dh[j - 1], nullptr, 0, 0, nullptr, stage);
-      T* tmp = d0;
-      d0 = d1;
-      d1 = tmp;
-    } else {
-      block_linear_backward<T, Ctx>(ctx, a, L, d0, nullptr, nullptr, G, D, net.in_off, galpha, stage);
+    HEBM_DISPATCH_ACT(net.act, ACT,
+                      (block_linear_forward<T, ACT, Ctx>(ctx, a, L, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow,
+                                                         slope, stage)));
+    X = smem + lay.h[j];
+    ldx = L.out;
+  }
+  const int jo = net.first + net.n_lin - 1;
+  T* O = smem + lay.h[jo];
+  T* DO = smem + lay.dh[jo];
+  block_linear_forward<T, ACT_IDENTITY, Ctx>(ctx, a, a.prog.lin[jo], X, ldx, O, DO, trow, T(0), stage);
+  const int d = net.out_dim / 2;
+  const T sigma_min = a.params[a.prog.base_param];
+  const bool clamp = a.prog.soft_clamp != 0;
+  for (int idx = ctx.tid(); idx < tile * d; idx += ctx.nthreads()) {
+    const int r = idx / d, j = idx - r * d;
+    T* o = O + r * 2 * d;
+    T* g = DO + r * 2 * d;
+    T mu, sigma, dmu, dsigma;
+    ladder_head<T>(o[j], o[d + j], sigma_min, clamp, mu, sigma, dmu, dsigma);
+    o[j] = mu;
+    o[d + j] = sigma;
+    g[j] = dmu;
+    g[d + j] = dsigma;
+  }
+  ctx.sync();
+}
+
+// Backward of a conditional from GO (gradient w.r.t. (mu_raw, ell_raw), ld 2d) into G[r][net.in_off + i].
+template <typename T, class Ctx>
+HEBM_BLOCK_FN void block_ladder_backward(Ctx& ctx, const BlockArgs<T>& a, const NetDesc& net, T* smem, T* G) {
+  const BlockLayout& lay = a.lay;
+  const int jo = net.first + net.n_lin - 1;
+  const LinearDesc& Lo = a.prog.lin[jo];
+  T* stage = smem + lay.stage;
+  if (net.n_lin == 1) {
+    block_linear_backward<T, Ctx>(ctx, a, Lo, smem + lay.go, nullptr, nullptr, G, a.prog.D, net.in_off, nullptr, stage);
+    return;
+  }
+  block_linear_backward<T, Ctx>(ctx, a, Lo, smem + lay.go, smem + lay.d0, smem + lay.dh[jo - 1], nullptr, 0, 0,
+                                nullptr, stage);
+  block_hidden_backward<T, Ctx>(ctx, a, net, smem, G, a.prog.D, nullptr);
+}
+
+// u-parameterisation: Z = T(Y) top-down.
+template <typename T, class Ctx>
+HEBM_BLOCK_FN void block_ladder_u_forward(Ctx& ctx, const BlockArgs<T>& a, T* smem, const int* trow) {
+  const ProgramDesc& p = a.prog;
+  const BlockLayout& lay = a.lay;
+  const int tile = lay.tile, D = p.D;
+  const T* Y = smem + lay.y;
+  T* Z = smem + lay.z;
+  const T sigma_top = a.params[p.base_param + 1];
+  const int d0 = p.layer_dim[0];
+  for (int idx = ctx.tid(); idx < tile * d0; idx += ctx.nthreads()) {
+    const int r = idx / d0, j = idx - r * d0;
+    Z[r * D + j] = sigma_top * Y[r * D + j];
+  }
+  ctx.sync();
+  for (int i = 0; i < p.n_layers - 1; ++i) {
+    const NetDesc& net = p.nets[i];
+    block_ladder_forward<T, Ctx>(ctx, a, net, smem, Z + net.in_off, trow);
+    const T* O = smem + lay.h[net.first + net.n_lin - 1];
+    const int d = net.out_dim / 2;
+    for (int idx = ctx.tid(); idx < tile * d; idx += ctx.nthreads()) {
+      const int r = idx / d, j = idx - r * d;
+      Z[r * D + net.out_off + j] = O[r * 2 * d + j] + O[r * 2 * d + d + j] * Y[r * D + net.out_off + j];
     }
+    ctx.sync();
+  }
+}
+
+// u-parameterisation: G += -Y (the N(0, I) base) + the pull-back of GZ through T.
+template <typename T, class Ctx>
+HEBM_BLOCK_FN void block_ladder_u_backward(Ctx& ctx, const BlockArgs<T>& a, T* smem) {
+  const ProgramDesc& p = a.prog;
+  const BlockLayout& lay = a.lay;
+  const int tile = lay.tile, D = p.D;
+  const T* Y = smem + lay.y;
+  T* G = smem + lay.g;
+  T* GZ = smem + lay.gz;
+  T* GO = smem + lay.go;
+  for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) G[idx] -= Y[idx];
+  ctx.sync();
+  for (int i = p.n_layers - 2; i >= 0; --i) {
+    const NetDesc& net = p.nets[i];
+    const int jo = net.first + net.n_lin - 1, d = net.out_dim / 2;
+    const T* O = smem + lay.h[jo];
+    const T* DO = smem + lay.dh[jo];
+    for (int idx = ctx.tid(); idx < tile * d; idx += ctx.nthreads()) {
+      const int r = idx / d, j = idx - r * d, c = r * D + net.out_off + j;
+      const T gz = GZ[c];
+      G[c] += gz * O[r * 2 * d + d + j];
+      GO[r * 2 * d + j] = gz * DO[r * 2 * d + j];
+      GO[r * 2 * d + d + j] = gz * Y[c] * DO[r * 2 * d + d + j];
+    }
+    ctx.sync();
+    block_ladder_backward<T, Ctx>(ctx, a, net, smem, GZ);
+  }
+  const T sigma_top = a.params[p.base_param + 1];
+  const int d0 = p.layer_dim[0];
+  for (int idx = ctx.tid(); idx < tile * d0; idx += ctx.nthreads()) {
+    const int r = idx / d0, j = idx - r * d0;
+    G[r * D + j] += sigma_top * GZ[r * D + j];
+  }
+  ctx.sync();
+}
+
+// z-parameterisation: G += grad of the ladder's log p(z).
+template <typename T, class Ctx>
+HEBM_BLOCK_FN void block_ladder_z_grad(Ctx& ctx, const BlockArgs<T>& a, T* smem, const int* trow) {
+  const ProgramDesc& p = a.prog;
+  const BlockLayout& lay = a.lay;
+  const int tile = lay.tile, D = p.D;
+  const T* Y = smem + lay.y;
+  T* G = smem + lay.g;
+  T* GO = smem + lay.go;
+  const T sigma_top = a.params[p.base_param + 1];
+  const T inv_top2 = T(1) / (sigma_top * sigma_top);
+  const int d0 = p.layer_dim[0];
+  for (int idx = ctx.tid(); idx < tile * d0; idx += ctx.nthreads()) {
+    const int r = idx / d0, j = idx - r * d0;
+    G[r * D + j] -= inv_top2 * Y[r * D + j];
+  }
+  ctx.sync();
+  for (int i = 0; i < p.n_layers - 1; ++i) {
+    const NetDesc& net = p.nets[i];
+    block_ladder_forward<T, Ctx>(ctx, a, net, smem, Y + net.in_off, trow);
+    const int jo = net.first + net.n_lin - 1, d = net.out_dim / 2;
+    const T* O = smem + lay.h[jo];
+    const T* DO = smem + lay.dh[jo];
+    for (int idx = ctx.tid(); idx < tile * d; idx += ctx.nthreads()) {
+      const int r = idx / d, j = idx - r * d, c = r * D + net.out_off + j;
+      const T inv_s = T(1) / O[r * 2 * d + d + j];
+      const T eps = (Y[c] - O[r * 2 * d + j]) * inv_s;
+      G[c] -= eps * inv_s;
+      GO[r * 2 * d + j] = eps * inv_s * DO[r * 2 * d + j];
+      GO[r * 2 * d + d + j] = (eps * eps - T(1)) * inv_s * DO[r * 2 * d + d + j];
+    }
+    ctx.sync();
+    block_ladder_backward<T, Ctx>(ctx, a, net, smem, G);
   }
 }
 
@@ -226,12 +398,26 @@ HEBM_BLOCK_FN void block_step(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64_t 
   for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) G[idx] = T(0);
   for (int r = ctx.tid(); r < tile; r += ctx.nthreads()) E[r] = T(0);
   ctx.sync();
+  // heads read z (= y, or T(u) for the u-parameterised ladder) and accumulate -alpha dE/dz into GZ
+  const T* Zp = Y;
+  T* GZp = G;
+  if (p.base == BASE_LADDER_U) {
+    block_ladder_u_forward<T, Ctx>(ctx, a, smem, trow);
+    Zp = smem + lay.z;
+    GZp = smem + lay.gz;
+    for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) GZp[idx] = T(0);
+    ctx.sync();
+  }
   for (int i = 0; i < p.n_nets; ++i)
-    if (p.nets[i].role == NET_HEAD) block_head<T, Ctx>(ctx, a, p.nets[i], smem, Y, G, trow, galpha);
+    if (p.nets[i].role == NET_HEAD) block_head<T, Ctx>(ctx, a, p.nets[i], smem, Zp, GZp, trow, galpha);
   if (p.base == BASE_GAUSSIAN) {
     const T s = -a.params[p.base_param];
     for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) G[idx] += s * Y[idx];
     ctx.sync();
+  } else if (p.base == BASE_LADDER_Z) {
+    block_ladder_z_grad<T, Ctx>(ctx, a, smem, trow);
+  } else if (p.base == BASE_LADDER_U) {
+    block_ladder_u_backward<T, Ctx>(ctx, a, smem);
   }
   if (a.trace) {
     for (int r = ctx.tid(); r < nvalid; r += ctx.nthreads()) {

@@ -41,6 +41,9 @@ enum BaseKind : int {
   BASE_LADDER_Z = 2,  // top-down Gaussian ladder, the variable is z
   BASE_LADDER_U = 3,  // top-down Gaussian ladder, the variable is the whitened u, z = T(u)
 };
+// Ladder bases: params[base_param] = sigma_min, params[base_param + 1] = sigma_top; soft_clamp (header [6]) turns
+// on NVAE's 5 tanh(x/5) on mu and log sigma. The first n_layers - 1 nets are the conditionals, top-down: net i maps
+// layer i (its parent) to (mu_raw, log_sigma_raw) of layer i + 1 (layers are ordered top first).
 
 enum NetRole : int { NET_HEAD = 0, NET_LADDER = 1 };
 
@@ -184,6 +187,20 @@ inline ParseResult parse_program(const int64_t* v, int64_t n, int64_t n_params, 
     if (d.slope >= n_params) { detail::set_msg(r, "program: slope offset out of range; net", i); return r; }
     if (d.time_steps < 0) { detail::set_msg(r, "program: negative time steps; net", i); return r; }
     if (d.time_steps > p.time_steps) p.time_steps = d.time_steps;
+  }
+  if (p.base == BASE_LADDER_Z || p.base == BASE_LADDER_U) {
+    if (p.base_param + 1 >= n_params) { detail::set_msg(r, "program: ladder base parameters out of range", p.base_param); return r; }
+    if (p.n_nets < p.n_layers - 1) { detail::set_msg(r, "program: a ladder over n layers needs n - 1 conditionals", p.n_layers); return r; }
+    for (int i = 0; i < p.n_layers - 1; ++i) {
+      const NetDesc& d = p.nets[i];
+      if (d.role != NET_LADDER || d.in_off != p.layer_off[i] || d.in_dim != p.layer_dim[i] ||
+          d.out_off != p.layer_off[i + 1] || d.out_dim != 2 * p.layer_dim[i + 1] || d.time_steps != 0) {
+        detail::set_msg(r, "program: net i must be the ladder conditional of layer i + 1 given layer i; net", i);
+        return r;
+      }
+    }
+    for (int i = p.n_layers - 1; i < p.n_nets; ++i)
+      if (p.nets[i].role != NET_HEAD) { detail::set_msg(r, "program: extra ladder net", i); return r; }
   }
   if (first != p.n_lin) { detail::set_msg(r, "program: nets do not own all linear layers", first, p.n_lin); return r; }
   for (int j = 0; j < p.n_lin; ++j) {

@@ -49,7 +49,7 @@ struct CpuArgs {
 
 // Offsets (in elements of T) of a tile's scratch buffers.
 struct CpuScratchLayout {
-  size_t y, yc, g, z, gz, d0, d1, e, xi, total;
+  size_t y, yc, g, z, gz, d0, d1, go, e, xi, total;
   size_t h[core::kMaxLinears];   // hidden activations of linear j (post-activation), [tile x out_pad]
   size_t dh[core::kMaxLinears];  // activation derivative at the pre-activation, [tile x out_pad]
 };
@@ -65,6 +65,7 @@ inline CpuScratchLayout cpu_scratch_layout(const core::ProgramDesc& p, const int
   s.gz = o; o += lat;
   s.d0 = o; o += size_t(tile) * wpad;
   s.d1 = o; o += size_t(tile) * wpad;
+  s.go = o; o += size_t(tile) * wpad;  // gradient w.r.t. a ladder conditional's output
   s.e = o; o += size_t(tile);
   s.xi = o; o += size_t(Dp) + 4;  // one row of noise
   for (int j = 0; j < p.n_lin; ++j) {

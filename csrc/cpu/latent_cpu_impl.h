@@ -87,6 +87,7 @@ struct TileView {
   T* gz;  // gradient w.r.t. z (u-parameterised ladder only)
   T* d0;
   T* d1;
+  T* go;  // gradient w.r.t. a ladder conditional's (mu_raw, ell_raw)
   T* e;   // energy per row
   T* xi;  // one row of noise
   T* h[kMaxLinears];
@@ -176,6 +177,147 @@ static void head_energy_and_grad(const CpuArgs<T>& a, const NetDesc& net, TileVi
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// The Gaussian ladder (csrc/core/program.h): conditionals mu_l, sigma_l = MLP_l(z_{l-1}), layers top first.
+
+// Forward of conditional `net` on its parent rows X (ld ldx). Leaves in h[last] (ld out_pad) mu in columns [0, d)
+// and sigma in [d, 2d), and in dh[last] dmu/dmu_raw and dsigma/dell_raw.
+template <typename T>
+static void ladder_forward(const CpuArgs<T>& a, const NetDesc& net, TileView<T>& tv, const T* X, int ldx, int rows,
+                           const int* trow) {
+  int ld;
+  const T* hl = net_forward<T>(a, net, tv, X, ldx, rows, trow, ld);
+  const int jo = net.first + net.n_lin - 1;
+  const CpuLinear<T>& Lo = a.lin[jo];
+  T* O = tv.h[jo];
+  T* DO = tv.dh[jo];
+  gemm<T>(rows, Lo.out_pad, Lo.in, hl, ld, Lo.wf, Lo.out_pad, O, Lo.out_pad);
+  const int d = net.out_dim / 2;
+  const T sigma_min = a.params[a.prog.base_param];
+  const bool clamp = a.prog.soft_clamp != 0;
+  for (int r = 0; r < rows; ++r) {
+    T* __restrict o = O + (size_t)r * Lo.out_pad;
+    T* __restrict g = DO + (size_t)r * Lo.out_pad;
+    for (int j = 0; j < d; ++j) {
+      T mu, sigma, dmu, dsigma;
+      ladder_head<T>(o[j] + Lo.bias[j], o[d + j] + Lo.bias[d + j], sigma_min, clamp, mu, sigma, dmu, dsigma);
+      o[j] = mu;
+      o[d + j] = sigma;
+      g[j] = dmu;
+      g[d + j] = dsigma;
+    }
+  }
+}
+
+// Backward of conditional `net` from tv.go (gradient w.r.t. (mu_raw, ell_raw), ld out_pad, zero-padded) to its
+// input; G[r][net.in_off + i] += result.
+template <typename T>
+static void ladder_backward(const CpuArgs<T>& a, const NetDesc& net, TileView<T>& tv, T* G, int rows) {
+  const CpuLinear<T>& Lo = a.lin[net.first + net.n_lin - 1];
+  const T* gin;
+  int ld_in;
+  if (net.n_lin == 1) {
+    gemm<T>(rows, Lo.in_pad, Lo.out_pad, tv.go, Lo.out_pad, Lo.wb, Lo.in_pad, tv.d1, Lo.in_pad);
+    gin = tv.d1;
+    ld_in = Lo.in_pad;
+  } else {
+    gemm<T>(rows, Lo.in_pad, Lo.out_pad, tv.go, Lo.out_pad, Lo.wb, Lo.in_pad, tv.d0, Lo.in_pad);
+    const T* __restrict dh = tv.dh[net.first + net.n_lin - 2];
+    const size_t n = (size_t)rows * Lo.in_pad;
+    for (size_t i = 0; i < n; ++i) tv.d0[i] *= dh[i];
+    gin = net_backward_hidden<T>(a, net, tv, rows, ld_in);
+  }
+  for (int r = 0; r < rows; ++r) {
+    T* __restrict gr = G + (size_t)r * a.Dp + net.in_off;
+    const T* __restrict src = gin + (size_t)r * ld_in;
+    for (int i = 0; i < net.in_dim; ++i) gr[i] += src[i];
+  }
+}
+
+// u-parameterisation, forward: Z = T(Y) top-down.
+template <typename T>
+static void ladder_u_forward(const CpuArgs<T>& a, TileView<T>& tv, int rows, const int* trow) {
+  const ProgramDesc& p = a.prog;
+  const int Dp = a.Dp;
+  const T sigma_top = a.params[p.base_param + 1];
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < p.layer_dim[0]; ++j) tv.z[(size_t)r * Dp + j] = sigma_top * tv.y[(size_t)r * Dp + j];
+  for (int i = 0; i < p.n_layers - 1; ++i) {
+    const NetDesc& net = p.nets[i];
+    ladder_forward<T>(a, net, tv, tv.z + net.in_off, Dp, rows, trow);
+    const int jo = net.first + net.n_lin - 1, ld = a.lin[jo].out_pad, d = net.out_dim / 2;
+    for (int r = 0; r < rows; ++r) {
+      const T* __restrict o = tv.h[jo] + (size_t)r * ld;
+      const T* __restrict u = tv.y + (size_t)r * Dp + net.out_off;
+      T* __restrict z = tv.z + (size_t)r * Dp + net.out_off;
+      for (int j = 0; j < d; ++j) z[j] = o[j] + o[d + j] * u[j];
+    }
+  }
+}
+
+// u-parameterisation, backward: from GZ (gradient w.r.t. z) to G (w.r.t. u), plus the N(0, I) base on u.
+template <typename T>
+static void ladder_u_backward(const CpuArgs<T>& a, TileView<T>& tv, int rows) {
+  const ProgramDesc& p = a.prog;
+  const int Dp = a.Dp;
+  const size_t n = (size_t)rows * Dp;
+  for (size_t i = 0; i < n; ++i) tv.g[i] -= tv.y[i];
+  for (int i = p.n_layers - 2; i >= 0; --i) {
+    const NetDesc& net = p.nets[i];
+    const int jo = net.first + net.n_lin - 1, ld = a.lin[jo].out_pad, d = net.out_dim / 2;
+    for (int r = 0; r < rows; ++r) {
+      const T* __restrict o = tv.h[jo] + (size_t)r * ld;
+      const T* __restrict dO = tv.dh[jo] + (size_t)r * ld;
+      const T* __restrict gz = tv.gz + (size_t)r * Dp + net.out_off;
+      const T* __restrict u = tv.y + (size_t)r * Dp + net.out_off;
+      T* __restrict g = tv.g + (size_t)r * Dp + net.out_off;
+      T* __restrict go = tv.go + (size_t)r * ld;
+      for (int j = 0; j < d; ++j) {
+        g[j] += gz[j] * o[d + j];
+        go[j] = gz[j] * dO[j];
+        go[d + j] = gz[j] * u[j] * dO[d + j];
+      }
+      for (int j = 2 * d; j < ld; ++j) go[j] = T(0);
+    }
+    ladder_backward<T>(a, net, tv, tv.gz, rows);  // into the parent's gradient
+  }
+  const T sigma_top = a.params[p.base_param + 1];
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < p.layer_dim[0]; ++j) tv.g[(size_t)r * Dp + j] += sigma_top * tv.gz[(size_t)r * Dp + j];
+}
+
+// z-parameterisation: G += grad of log N(z_top; 0, sigma_top^2) + sum_l log N(z_l; mu_l(z_{l-1}), sigma_l(z_{l-1})).
+template <typename T>
+static void ladder_z_grad(const CpuArgs<T>& a, TileView<T>& tv, int rows, const int* trow) {
+  const ProgramDesc& p = a.prog;
+  const int Dp = a.Dp;
+  const T sigma_top = a.params[p.base_param + 1];
+  const T inv_top2 = T(1) / (sigma_top * sigma_top);
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < p.layer_dim[0]; ++j) tv.g[(size_t)r * Dp + j] -= inv_top2 * tv.y[(size_t)r * Dp + j];
+  for (int i = 0; i < p.n_layers - 1; ++i) {
+    const NetDesc& net = p.nets[i];
+    ladder_forward<T>(a, net, tv, tv.y + net.in_off, Dp, rows, trow);
+    const int jo = net.first + net.n_lin - 1, ld = a.lin[jo].out_pad, d = net.out_dim / 2;
+    for (int r = 0; r < rows; ++r) {
+      const T* __restrict o = tv.h[jo] + (size_t)r * ld;
+      const T* __restrict dO = tv.dh[jo] + (size_t)r * ld;
+      const T* __restrict z = tv.y + (size_t)r * Dp + net.out_off;
+      T* __restrict g = tv.g + (size_t)r * Dp + net.out_off;
+      T* __restrict go = tv.go + (size_t)r * ld;
+      for (int j = 0; j < d; ++j) {
+        const T inv_s = T(1) / o[d + j];
+        const T eps = (z[j] - o[j]) * inv_s;
+        g[j] -= eps * inv_s;
+        go[j] = eps * inv_s * dO[j];
+        go[d + j] = (eps * eps - T(1)) * inv_s * dO[d + j];
+      }
+      for (int j = 2 * d; j < ld; ++j) go[j] = T(0);
+    }
+    ladder_backward<T>(a, net, tv, tv.g, rows);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // One Langevin step over the tile. k: the rows' global step index (noise and trace address).
 template <typename T>
 static void tile_step(const CpuArgs<T>& a, TileView<T>& tv, int64_t row0, int rows, int nvalid, int k,
@@ -187,15 +329,27 @@ static void tile_step(const CpuArgs<T>& a, TileView<T>& tv, int64_t row0, int ro
   memset(tv.g, 0, sizeof(T) * (size_t)rows * Dp);
   memset(tv.e, 0, sizeof(T) * (size_t)rows);
 
+  // heads read z (= y, or T(u) for the u-parameterised ladder) and accumulate -alpha dE/dz into GZ
   const T* Z = tv.y;
+  T* GZ = tv.g;
+  if (p.base == BASE_LADDER_U) {
+    ladder_u_forward<T>(a, tv, rows, trow);
+    memset(tv.gz, 0, sizeof(T) * (size_t)rows * Dp);
+    Z = tv.z;
+    GZ = tv.gz;
+  }
   for (int i = 0; i < p.n_nets; ++i) {
     const NetDesc& net = p.nets[i];
-    if (net.role == NET_HEAD) head_energy_and_grad<T>(a, net, tv, Z, tv.g, rows, trow, alpha);
+    if (net.role == NET_HEAD) head_energy_and_grad<T>(a, net, tv, Z, GZ, rows, trow, alpha);
   }
   if (p.base == BASE_GAUSSIAN) {
     const T s = -a.params[p.base_param];
     const size_t n = (size_t)rows * Dp;
     for (size_t i = 0; i < n; ++i) tv.g[i] += s * tv.y[i];
+  } else if (p.base == BASE_LADDER_Z) {
+    ladder_z_grad<T>(a, tv, rows, trow);
+  } else if (p.base == BASE_LADDER_U) {
+    ladder_u_backward<T>(a, tv, rows);
   }
 
   for (int r = 0; r < nvalid; ++r) {
@@ -243,6 +397,7 @@ static void run_tile(const CpuArgs<T>& a, const CpuScratchLayout& s, int64_t til
   tv.gz = scratch + s.gz;
   tv.d0 = scratch + s.d0;
   tv.d1 = scratch + s.d1;
+  tv.go = scratch + s.go;
   tv.e = scratch + s.e;
   tv.xi = scratch + s.xi;
   for (int j = 0; j < p.n_lin; ++j) {

@@ -2,7 +2,9 @@
 
     log p~_t(y) = -alpha_t * sum_h E_h(z[slice_h], t) + log p_base(y)
 
-y is the concatenation of the latent layers (in the order of ``dims``); alpha_t comes from the schedule.
+y is the concatenation of the latent layers (in the order of ``dims``); alpha_t comes from the schedule. The base
+is a Gaussian N(0, sigma^2 I), or a top-down GaussianLadder in the z-parameterisation (y = z, base = the ladder's
+log p(z)) or in the u-parameterisation (y = u, z = T(u), base = N(0, I) on u).
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import math
 
 import torch
 from torch import nn
+
+from .ladder import GaussianLadder
 
 
 class LatentEBMPrior(nn.Module):
@@ -20,13 +24,16 @@ class LatentEBMPrior(nn.Module):
         (the whole concatenation). A module maps [B, in] (and t) to energies [B]; the fused kernels take
         hebm_ext.EnergyMLP heads, any other module runs on the reference sampler.
     sigma: std of the Gaussian base N(0, sigma^2 I); ``math.inf`` means no base term (a flat base, as in Gao et
-        al.'s recovery-likelihood form).
+        al.'s recovery-likelihood form). Only for the Gaussian base.
+    base: None (the Gaussian base) or a GaussianLadder with the same dims (top layer first).
+    param: with a ladder, "z" (the variable is z; the joint latent EBM prior, ALGORITHMS.md 3.1) or "u" (the
+        variable is the whitened u, heads see z = T(u); the hierarchical EBM diffusion prior, section 6).
 
-    energy(y, t=None) -> [B]: sum_h E_h.  base_log_prob(y) -> [B].  log_prob(y, t=None) -> [B] (unnormalised,
-    alpha = 1).
+    energy(y, t=None) -> [B]: sum_h E_h(z).  base_log_prob(y) -> [B].  log_prob(y, t=None) -> [B] (unnormalised,
+    alpha = 1).  z(y) -> the heads' input.
     """
 
-    def __init__(self, dims, heads, sigma: float = 1.0):
+    def __init__(self, dims, heads, sigma: float = 1.0, base=None, param: str = "z"):
         super().__init__()
         try:
             dims = [int(d) for d in dims]
@@ -37,8 +44,21 @@ class LatentEBMPrior(nn.Module):
         sigma = float(sigma)
         if not (sigma > 0):
             raise ValueError(f"sigma must be positive (or math.inf for no base), got {sigma}")
+        if param not in ("z", "u"):
+            raise ValueError(f"param must be 'z' or 'u', got {param!r}")
+        if base is not None:
+            if not isinstance(base, GaussianLadder):
+                raise TypeError(f"base must be None (Gaussian) or a hebm_ext.GaussianLadder, got {type(base).__name__}")
+            if list(base.dims) != dims:
+                raise ValueError(f"base has layer dims {base.dims} (top first) but dims = {dims}")
+            if sigma != 1.0:
+                raise ValueError("sigma sets the Gaussian base; with a GaussianLadder base use its sigma_top")
+        elif param == "u":
+            raise ValueError("param='u' needs a GaussianLadder base (with the Gaussian base u and z coincide)")
         self.dims = dims
         self.sigma = sigma
+        self.base = base
+        self.param = param
         self.offsets = [sum(dims[:i]) for i in range(len(dims))]
         self.D = sum(dims)
         mods, which = [], []
@@ -69,16 +89,31 @@ class LatentEBMPrior(nn.Module):
             shape = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
             raise ValueError(f"{name} must be [B, {self.D}] (latent dims {self.dims}), got {shape}")
 
+    @property
+    def base_sigma(self):
+        """The std of an isotropic Gaussian base on y (None for the z-parameterised ladder)."""
+        if self.base is None:
+            return self.sigma
+        return 1.0 if self.param == "u" else None
+
+    def z(self, y: torch.Tensor) -> torch.Tensor:
+        """The heads' input: T(y) in the u-parameterisation, y itself otherwise."""
+        return self.base.z_from_u(y) if self.base is not None and self.param == "u" else y
+
     def energy(self, y: torch.Tensor, t=None) -> torch.Tensor:
         self.check_y(y)
+        z = self.z(y)
         e = y.new_zeros(y.shape[0])
         for i, head in enumerate(self.heads):
             off, n = self.head_slice(i)
-            e = e + (head(y[:, off:off + n], t) if _takes_time(head) else head(y[:, off:off + n]))
+            e = e + (head(z[:, off:off + n], t) if _takes_time(head) else head(z[:, off:off + n]))
         return e
 
     def base_log_prob(self, y: torch.Tensor) -> torch.Tensor:
+        """log p_base(y) up to a constant: -||y||^2/(2 sigma^2), the ladder's log p(z), or -||u||^2/2."""
         self.check_y(y)
+        if self.base is not None:
+            return self.base.log_prob(y) if self.param == "z" else -(y * y).sum(1) / 2
         if math.isinf(self.sigma):
             return y.new_zeros(y.shape[0])
         return -(y * y).sum(1) / (2 * self.sigma ** 2)
@@ -87,7 +122,8 @@ class LatentEBMPrior(nn.Module):
         return -self.energy(y, t) + self.base_log_prob(y)
 
     def extra_repr(self) -> str:
-        return f"dims={self.dims}, which={self.which}, sigma={self.sigma}"
+        base = f"base=GaussianLadder, param={self.param!r}" if self.base is not None else f"sigma={self.sigma}"
+        return f"dims={self.dims}, which={self.which}, {base}"
 
 
 def _takes_time(head: nn.Module) -> bool:

@@ -60,11 +60,10 @@ def _check_inputs(prior, y0, schedule, cond, noise, timesteps, backend):
         ts = getattr(head, "time_steps", 0)
         if ts and ts < schedule.T:
             raise ValueError(f"schedule has T={schedule.T} timesteps but heads[{i}] is conditioned on only {ts}")
-    if (schedule.reference_sigma is not None and not math.isinf(schedule.reference_sigma) or
-            schedule.reference_sigma is not None and not math.isinf(prior.sigma)) and \
-            schedule.reference_sigma != prior.sigma:
-        raise ValueError(f"schedule {schedule.name!r} was built for a base of std {schedule.reference_sigma}, "
-                         f"but prior.sigma = {prior.sigma}")
+    ref, have = schedule.reference_sigma, prior.base_sigma
+    if ref is not None and have is not None and ref != have:
+        raise ValueError(f"schedule {schedule.name!r} was built for a base of std {ref}, but the prior's base "
+                         f"has std {have}")
     S = schedule.total_steps if timesteps is None else schedule.max_steps
     if timesteps is not None:
         if not torch.is_tensor(timesteps) or timesteps.dim() != 1 or timesteps.shape[0] != y0.shape[0] or \

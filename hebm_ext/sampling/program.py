@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..nn.energy import ACT_CODES, EnergyMLP, no_power_iteration
+from ..nn.energy import ACT_CODES, MLP, EnergyMLP, no_power_iteration
 from ..nn.prior import LatentEBMPrior
 
 MAGIC = 0x4842454D
@@ -23,13 +23,19 @@ def unsupported_reason(prior: LatentEBMPrior) -> str | None:
     if len(prior.dims) > MAX_LAYERS:
         return f"prior has {len(prior.dims)} latent layers (the kernels take at most {MAX_LAYERS})"
     n_lin = 0
+    if prior.base is not None:
+        for i, net in enumerate(prior.base.nets):
+            if type(net) is not MLP or net.time_steps:
+                return f"base.nets[{i}] is not a plain hebm_ext.MLP (the fused kernels run the GaussianLadder's MLPs)"
+            n_lin += len(net.linears)
     for i, head in enumerate(prior.heads):
         if type(head) is not EnergyMLP:
             return (f"heads[{i}] is a {type(head).__name__}; the fused kernels run hebm_ext.EnergyMLP heads "
                     "(any other module runs on the reference sampler)")
         n_lin += len(head.linears)
-    if len(prior.heads) > MAX_NETS:
-        return f"prior has {len(prior.heads)} heads (the kernels take at most {MAX_NETS})"
+    n_nets = len(prior.heads) + (len(prior.base.nets) if prior.base is not None else 0)
+    if n_nets > MAX_NETS:
+        return f"prior has {n_nets} networks (heads and ladder conditionals; the kernels take at most {MAX_NETS})"
     if n_lin > MAX_LINEARS:
         return f"prior has {n_lin} linear layers in all (the kernels take at most {MAX_LINEARS})"
     return None
@@ -56,7 +62,7 @@ class _Builder:
         return torch.cat(self.chunks)
 
 
-def _mlp_entries(b: _Builder, mlp: EnergyMLP, in_off: int, role: int, out_off: int, out_dim: int):
+def _mlp_entries(b: _Builder, mlp: MLP, in_off: int, role: int, out_off: int, out_dim: int):
     net = [role, in_off, mlp.in_dim, ACT_CODES[mlp.activation],
            b.scalar(mlp.slope) if mlp.activation == "lrelu" else -1,
            len(mlp.linears), out_off, out_dim, mlp.time_steps]
@@ -77,17 +83,28 @@ def build_program(prior: LatentEBMPrior, dtype: torch.dtype, device) -> tuple[to
     if reason:
         raise ValueError(reason)
     b = _Builder(dtype, device)
-    if math.isinf(prior.sigma):
+    nets, lins = [], []
+    soft_clamp = 0
+    if prior.base is not None:
+        ladder = prior.base
+        base = BASE_LADDER_U if prior.param == "u" else BASE_LADDER_Z
+        base_param = b.scalar(ladder.sigma_min)
+        b.scalar(ladder.sigma_top)  # base_param + 1
+        soft_clamp = int(ladder.soft_clamp)
+        for l, net in enumerate(ladder.nets, start=1):  # conditional of layer l given layer l - 1, top-down
+            entry, ls = _mlp_entries(b, net, ladder.offsets[l - 1], NET_LADDER, ladder.offsets[l], 2 * ladder.dims[l])
+            nets.append(entry)
+            lins += ls
+    elif math.isinf(prior.sigma):
         base, base_param = BASE_NONE, -1
     else:
         base, base_param = BASE_GAUSSIAN, b.scalar(1.0 / prior.sigma ** 2)
-    nets, lins = [], []
     for i, head in enumerate(prior.heads):
         off, n = prior.head_slice(i)
         net, ls = _mlp_entries(b, head, off, NET_HEAD, -1, 1)
         nets.append(net)
         lins += ls
-    header = [MAGIC, VERSION, prior.D, len(prior.dims), base, base_param, 0, len(nets), len(lins)]
+    header = [MAGIC, VERSION, prior.D, len(prior.dims), base, base_param, soft_clamp, len(nets), len(lins)]
     layers = [v for off, dim in zip(prior.offsets, prior.dims) for v in (off, dim)]
     program = header + layers + [v for n in nets for v in n] + [v for L in lins for v in L]
     return b.tensor(), program
