@@ -1,0 +1,139 @@
+"""What every method shares: configs with presets, the Method interface that one trainer drives, and the complete
+training state (modules, optimizers, schedulers, step) in one state_dict."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+
+def make_config(cls, presets: dict, preset: str, overrides: dict):
+    """cls(**presets[preset], **overrides), with errors that name the preset or the unknown option."""
+    if preset not in presets:
+        raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for {cls.__name__}; options are {sorted(names)}")
+    cfg = cls(**{**presets[preset], **overrides})
+    cfg.preset = preset
+    return cfg
+
+
+def check_positive(cfg, *names):
+    for n in names:
+        v = getattr(cfg, n)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
+            raise ValueError(f"{type(cfg).__name__}.{n} must be a positive number, got {v!r}")
+
+
+def adam(params, lr, betas, weight_decay=0.0):
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+
+class Method(nn.Module):
+    """The interface one trainer drives (hebm_ext.methods.create returns one).
+
+    train_step(x [B, C, H, W] in [-1, 1]) -> dict of floats (losses, diagnostics)
+    sample(n) -> images [n, C, H, W] in [-1, 1]
+    reconstruct(x) -> images like x
+    anomaly_score(x) -> [B], higher = more anomalous (the negative log joint at posterior samples, ALGORITHMS.md 1.4)
+    end_epoch(): the per-epoch learning-rate schedules of the papers
+    prior_latents(n), base_latents(n), posterior_latents(x): latent samples for the prior-hole measure (MMD)
+    state_dict() / load_state_dict(): modules, optimizers, schedulers and the step counter
+    config: a plain dataclass (the resolved preset plus overrides)
+    """
+
+    name = "method"
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.step = 0
+        self.optimizers: dict = {}
+        self.schedulers: dict = {}
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check_x(self, x: torch.Tensor, shape) -> torch.Tensor:
+        if not torch.is_tensor(x) or x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape):
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"x must be a batch of images [B, {', '.join(map(str, shape))}] in [-1, 1], got {got}")
+        return x.to(self.device)
+
+    def _schedule_epochs(self, gamma: float, names):
+        for n in names:
+            self.schedulers[n] = torch.optim.lr_scheduler.ExponentialLR(self.optimizers[n], gamma=gamma)
+
+    def end_epoch(self):
+        for s in self.schedulers.values():
+            s.step()
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self, *args, **kwargs):
+        return {
+            "method": self.name,
+            "config": dataclasses.asdict(self.config),
+            "modules": super().state_dict(*args, **kwargs),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "step": self.step,
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state, strict: bool = True):
+        if not isinstance(state, dict) or "modules" not in state:
+            raise ValueError("state must be a dict from Method.state_dict() (keys method, config, modules, ...)")
+        if state.get("method") != self.name:
+            raise ValueError(f"state is for method {state.get('method')!r}, this is {self.name!r}")
+        super().load_state_dict(state["modules"], strict=strict)
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        self.step = int(state["step"])
+        self.load_extra_state(state.get("extra", {}))
+        return self
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, extra: dict):
+        pass
+
+    # ---------------------------------------------------------------- interface
+    def train_step(self, x):
+        raise NotImplementedError
+
+    def sample(self, n: int):
+        raise NotImplementedError
+
+    def reconstruct(self, x):
+        raise NotImplementedError
+
+    def anomaly_score(self, x):
+        raise NotImplementedError
+
+    def prior_latents(self, n: int):
+        raise NotImplementedError
+
+    def base_latents(self, n: int):
+        raise NotImplementedError
+
+    def posterior_latents(self, x):
+        raise NotImplementedError
+
+
+def gaussian_nll(z, mu, logvar):
+    """-log N(z; mu, exp(logvar)) summed over dims, [B] (the constant included)."""
+    return 0.5 * (logvar + (z - mu) ** 2 / torch.exp(logvar) + math.log(2 * math.pi)).sum(1)
+
+
+def reparameterize(mu, logvar, generator=None):
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    return mu + torch.exp(0.5 * logvar) * eps

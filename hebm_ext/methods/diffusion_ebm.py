@@ -1,0 +1,207 @@
+"""Hierarchical EBM diffusion prior (Cui & Han, ICML 2024), ALGORITHMS.md section 6, in two stages as in the paper.
+
+Stage 1 (steps < vae_steps): a multi-layer generator with an inference model and the Gaussian ladder prior (the
+paper uses a pretrained NVAE; here an MLP ladder over the latent layers), trained by the ELBO
+    L = (1/(2 sigma^2)) sum (g(z_1) - x)^2 + log q(z | x) - log p_beta(z),     z ~ q(z | x).
+Stage 2: the generator is frozen. With the whitened variable u = T^{-1}(z) (z_top = sigma_top u_top,
+z_l = mu_l + sigma_l u_l), the posterior u_0 = u_from_z(z+), z+ ~ q(z | x), is diffused with Gao et al.'s schedule
+(6.2): t ~ U{0..T-1} per sample, u_t = a_cum[t] u_0 + s_cum[t] eps, u_{t+1} = a[t+1] u_t + s[t+1] eps'. One
+time-conditioned EBM head per layer sees z = T(u). The negatives come from the conditional Langevin chain
+(6.3, fused sampler in u-space, each chain at its own t):
+    u- <- K steps of  u += 0.5 grad F(T(u), t) - 0.5 s_t^2 (r a (a u - u_{t+1}) / sigma^2 + u) + s_t xi,  u_init = u_{t+1}
+and the loss (6.6) is  mean_b [ (E(T(u_t), t) - E(T(u-), t)) / s_t^2 ]   (E = -F). Adam lr 4e-5, betas
+(0.99, 0.999), weight decay 3e-5; ExponentialLR 0.9 per epoch.
+Sampling (6.7): u_T ~ N(0, I), the annealed T x K Langevin chain down to u_0 (fused, one launch), z = T(u_0), x = g(z_1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import nn as hnn
+from ..sampling import LangevinSchedule, sample_prior
+from .base import Method, adam, check_positive, make_config
+from .hvae import MultiLayerGenerator
+
+
+@dataclass
+class DiffusionEBMConfig:
+    dataset: str = "digits"
+    z_dims: tuple = (8, 16)        # latent layers, TOP first
+    ngf: int = 32
+    nif: int = 32
+    ladder_hidden: int = 128
+    ladder_depth: int = 2
+    ladder_activation: str = "lrelu"
+    sigma_min: float = 0.01
+    sigma_top: float = 1.0
+    soft_clamp: bool = True        # NVAE's 5 tanh(x/5) on mu and log sigma (6.1)
+    g_llhd_sigma: float = 0.3
+    vae_steps: int = 1000          # stage 1 length, in train_steps
+    vae_lr: float = 1e-3
+    vae_betas: tuple = (0.9, 0.999)
+    T: int = 3                     # diffusion timesteps (max_T)
+    e_l_steps: int = 50            # K per timestep (CIFAR-10; CelebA-HQ-256: 30)
+    b_square: float = 3e-5         # e_l_step_size (CIFAR-10; CelebA-HQ-256: 2e-5)
+    head_hidden: int = 200
+    head_depth: int = 2
+    e_activation: str = "silu"     # the paper's EBMs use SiLU
+    e_lr: float = 4e-5
+    e_betas: tuple = (0.99, 0.999)
+    e_weight_decay: float = 3e-5
+    e_gamma: float = 0.9           # ExponentialLR per epoch (CIFAR-10; CelebA-HQ-256: 0.98)
+    batch_size: int = 50           # 25 per GPU x 2 GPUs
+    epochs: int = 200
+    prior_backend: str = "auto"
+    preset: str = ""
+
+
+PRESETS = {
+    # jcui1224/diffusion-hierarchical-ebm config.py a100_cifar10 (ALGORITHMS.md 6.2-6.6); an MLP ladder stands in
+    # for the pretrained NVAE
+    "cifar10": dict(dataset="cifar10", z_dims=(64, 128, 128), ngf=64, nif=64, ladder_hidden=256, head_hidden=200),
+    # the CIFAR-10 recipe on the other datasets of the package
+    "svhn": dict(dataset="svhn", z_dims=(64, 128, 128), ngf=64, nif=64, ladder_hidden=256),
+    "celeba64": dict(dataset="celeba64", z_dims=(64, 128, 128), ngf=128, nif=64, ladder_hidden=256,
+                     e_l_steps=30, b_square=2e-5, e_gamma=0.98),
+    "mnist": dict(dataset="mnist", z_dims=(16, 32), ngf=64, nif=32),
+    "digits": dict(dataset="digits", z_dims=(4, 8), ngf=32, nif=32, ladder_hidden=64, vae_steps=600, vae_lr=2e-3,
+                   head_hidden=64, head_depth=2, e_l_steps=30, b_square=1e-3, e_lr=1e-4, e_betas=(0.9, 0.999),
+                   e_gamma=1.0, batch_size=100, epochs=60),
+}
+
+
+class DiffusionEBM(Method):
+    name = "diffusion-ebm"
+
+    def __init__(self, config: DiffusionEBMConfig):
+        super().__init__(config)
+        c = config
+        check_positive(c, "ngf", "ladder_hidden", "g_llhd_sigma", "vae_lr", "b_square", "e_lr", "batch_size",
+                       "head_hidden")
+        if isinstance(c.T, bool) or not isinstance(c.T, int) or c.T < 2:
+            raise ValueError(f"DiffusionEBMConfig.T must be an integer >= 2, got {c.T!r}")
+        dims = list(c.z_dims)
+        self.gen = MultiLayerGenerator(c.dataset, dims, c.ngf, c.ladder_hidden, c.ladder_depth, c.ladder_activation,
+                                       c.sigma_min, c.sigma_top, c.soft_clamp, encoder=True, nif=c.nif)
+        self.image_shape = self.gen.image_shape
+        self.heads = torch.nn.ModuleList(hnn.EnergyMLP(d, c.head_hidden, c.head_depth, c.e_activation, time_steps=c.T)
+                                         for d in dims)
+        self.prior = hnn.LatentEBMPrior(dims, [(f, l) for l, f in enumerate(self.heads)], base=self.gen.ladder,
+                                        param="u")
+        self.D = sum(dims)
+        self.schedule = LangevinSchedule.recovery_likelihood(c.T, c.e_l_steps, c.b_square, form="hierarchical")
+        ex = self.schedule.extras
+        for k in ("a_s", "sigmas", "a_s_cum", "sigmas_cum", "step_size_square"):
+            self.register_buffer(f"_{k}", torch.tensor(ex[k], dtype=torch.float32), persistent=False)
+        self.optimizers = {"vae": adam(self.gen.parameters(), c.vae_lr, c.vae_betas),
+                           "e": adam(self.heads.parameters(), c.e_lr, c.e_betas, c.e_weight_decay)}
+        self.schedulers = {"e": torch.optim.lr_scheduler.ExponentialLR(self.optimizers["e"], c.e_gamma)}
+
+    @property
+    def stage(self) -> int:
+        return 1 if self.step < self.config.vae_steps else 2
+
+    # ------------------------------------------------------------------ chains
+    def prior_latents(self, n: int) -> torch.Tensor:
+        """z = T(u_0), u_0 from the annealed T x K Langevin chain started at u_T ~ N(0, I) (6.7; fused)."""
+        u = sample_prior(self.prior, torch.randn(n, self.D, device=self.device), self.schedule,
+                         backend=self.config.prior_backend)
+        with torch.no_grad():
+            return self.gen.ladder.z_from_u(u)
+
+    def posterior_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """z+ ~ q(z | x)."""
+        x = self._check_x(x, self.image_shape)
+        with torch.no_grad():
+            return self.gen.encode(x)[0]
+
+    def base_latents(self, n: int) -> torch.Tensor:
+        with torch.no_grad():
+            return self.gen.ladder.sample(n)
+
+    # ------------------------------------------------------------------ learning
+    def _vae_step(self, x) -> dict:
+        c = self.config
+        opt = self.optimizers["vae"]
+        opt.zero_grad(set_to_none=True)
+        z, log_q = self.gen.encode(x)
+        rec = self.gen.recon_error(x, z)
+        kl = log_q - self.gen.ladder.log_prob(z)
+        loss = rec.mean() / (2 * c.g_llhd_sigma ** 2) + kl.mean()
+        loss.backward()
+        opt.step()
+        return {"stage": 1, "loss_vae": loss.item(), "kl": kl.mean().item(), "mse": rec.mean().item() / x[0].numel()}
+
+    def _freeze_generator(self):
+        for p in self.gen.parameters():
+            p.requires_grad_(False)
+        self.gen.eval()
+
+    def diffuse(self, u0: torch.Tensor, t: torch.Tensor):
+        """(u_t, u_{t+1}) = q_sample_pairs(u0, t) (ALGORITHMS.md 6.2)."""
+        a_cum, s_cum = self._a_s_cum[t].unsqueeze(1), self._sigmas_cum[t].unsqueeze(1)
+        u_t = a_cum * u0 + s_cum * torch.randn_like(u0)
+        a, s = self._a_s[t + 1].unsqueeze(1), self._sigmas[t + 1].unsqueeze(1)
+        return u_t, a * u_t + s * torch.randn_like(u0)
+
+    def _ebm_step(self, x) -> dict:
+        c = self.config
+        if any(p.requires_grad for p in self.gen.parameters()):
+            self._freeze_generator()
+        B = x.shape[0]
+        with torch.no_grad():
+            u0 = self.gen.ladder.u_from_z(self.gen.encode(x)[0])
+        t = torch.randint(0, c.T, (B,), device=self.device)
+        u_t, u_next = self.diffuse(u0, t)
+        u_neg = sample_prior(self.prior, u_next, self.schedule, cond=u_next, timesteps=t,
+                             backend=c.prior_backend)
+        with torch.no_grad():
+            z_pos, z_neg = self.gen.ladder.z_from_u(u_t), self.gen.ladder.z_from_u(u_neg)
+        opt = self.optimizers["e"]
+        opt.zero_grad(set_to_none=True)
+        s2 = self._step_size_square[t]
+        en_pos, en_neg = self.prior.energy(z_pos, t), self.prior.energy(z_neg, t)
+        loss = ((en_pos - en_neg) / s2).mean()
+        loss.backward()
+        opt.step()
+        return {"stage": 2, "loss_e": loss.item(), "en_pos": en_pos.mean().item(), "en_neg": en_neg.mean().item()}
+
+    def train_step(self, x: torch.Tensor) -> dict:
+        x = self._check_x(x, self.image_shape)
+        out = self._vae_step(x) if self.stage == 1 else self._ebm_step(x)
+        self.step += 1
+        return out
+
+    def load_extra_state(self, extra: dict):
+        if self.stage == 2:
+            self._freeze_generator()
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        return self.gen.g(self.prior_latents(n))
+
+    @torch.no_grad()
+    def sample_gaussian_prior(self, n: int) -> torch.Tensor:
+        """The stage-1 generator with its Gaussian ladder prior (the ablation without the EBM)."""
+        return self.gen.g(self.base_latents(n))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gen.g(self.posterior_latents(x))
+
+    @torch.no_grad()
+    def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x, z) at z ~ q(z | x): ||x - g(z)||^2/(2 sigma^2) - log p_beta(z) + sum_l E_l(z_l, t=0) (the
+        t = 0 energy stands in for the EBM prior's log density; a heuristic, the paper reports no anomaly scores)."""
+        x = self._check_x(x, self.image_shape)
+        z = self.gen.encode(x)[0]
+        t0 = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
+        return (self.gen.recon_error(x, z) / (2 * self.config.g_llhd_sigma ** 2) - self.gen.ladder.log_prob(z)
+                + self.prior.energy(self.gen.ladder.u_from_z(z), t0))
+
+
+def create(preset: str = "digits", **overrides) -> DiffusionEBM:
+    return DiffusionEBM(make_config(DiffusionEBMConfig, PRESETS, preset, overrides))
