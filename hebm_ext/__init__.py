@@ -16,9 +16,10 @@ from . import ops  # noqa: E402,F401
 __version__ = "0.1.0"
 
 from .nn import EnergyMLP, LatentEBMPrior  # noqa: E402
-from .sampling import LangevinSchedule, sample_prior  # noqa: E402
+from .sampling import LangevinSchedule, data_ebm_target, generator_posterior, langevin, sample_prior  # noqa: E402
 
-__all__ = ["EnergyMLP", "LangevinSchedule", "LatentEBMPrior", "ops", "sample_prior", "data", "metrics"]
+__all__ = ["EnergyMLP", "LangevinSchedule", "LatentEBMPrior", "ops", "sample_prior", "langevin", "generator_posterior",
+           "data_ebm_target", "data", "metrics"]
 
 
 def __getattr__(name):  # hebm_ext.data / hebm_ext.metrics load on first use (they import scipy, scikit-learn)
