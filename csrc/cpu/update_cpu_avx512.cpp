@@ -1,4 +1,5 @@
-// hebm::langevin_update's CPU kernel compiled for the 'avx512' instruction set (chosen at run time by update_cpu.cpp).
+// hebm::langevin_update's CPU kernel compiled for the 'avx512' instruction set (chosen at run time by
+// update_cpu.cpp).
 // Headers shared with other translation units come first, before the target switch.
 #include <math.h>
 #include <stdint.h>

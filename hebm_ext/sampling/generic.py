@@ -65,7 +65,8 @@ def _graph_chain():
 
 
 def clear_graph_cache() -> None:
-    """Drop every captured CUDA graph of the graph backend (and its memory)."""
+    """Drop every captured CUDA graph of the graph backend, its memory and the log_prob objects it keeps alive
+    (the cache holds the last MAX_GRAPHS)."""
     _GRAPHS.clear()
 
 

@@ -135,7 +135,8 @@ class GeneratorPosterior(nn.Module):
         if not callable(generator):
             raise TypeError(f"generator must be a module or callable z -> x, got {type(generator).__name__}")
         if not torch.is_tensor(x) or x.dim() < 1:
-            raise ValueError(f"x must be a data tensor [B, ...], got {type(x).__name__ if not torch.is_tensor(x) else list(x.shape)}")
+            got = list(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"x must be a data tensor [B, ...], got {got}")
         if fused_prior not in (None, True, False):
             raise ValueError(f"fused_prior must be None, True or False, got {fused_prior!r}")
         self.generator = generator
