@@ -16,6 +16,9 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_block_emulation(
     const at::Tensor& y0, const at::Tensor& cond, const at::Tensor& params, at::IntArrayRef program,
     at::ArrayRef<double> schedule, at::IntArrayRef steps, const at::Tensor& timesteps, const at::Tensor& noise,
     const at::Tensor& rng, bool trace, int64_t threads, int64_t tile, int64_t stage_rows);
+at::Tensor langevin_update_cpu(const at::Tensor& y, const at::Tensor& y_cond, const at::Tensor& grad,
+                               const at::Tensor& noise, const at::Tensor& rng, int64_t step, double c1, double c2,
+                               double h, double n);
 }  // namespace cpu
 bool cuda_built() {
 #ifdef HEBM_WITH_CUDA
@@ -38,11 +41,20 @@ TORCH_LIBRARY(hebm, m) {
       "_latent_langevin_block_emulation(Tensor y0, Tensor cond, Tensor params, int[] program, float[] schedule, "
       "int[] steps, Tensor timesteps, Tensor noise, Tensor rng, bool trace, int threads, int tile, int stage_rows) "
       "-> (Tensor, Tensor)");
+  // One step of THE update rule for the generic engine (hebm_ext.langevin), given the gradient:
+  //   out = c1 * y + c2 * y_cond + h * grad + n * xi
+  // xi = noise (that step's [B, ...] slice) when given, else the Philox normal of chain b (first dim of y),
+  // flattened element d, global step `step`: core::normal_at(seed, offset + step, b, d), rng = [seed, offset] read
+  // on y's device, exactly as the fused sampler draws it. y_cond and noise may be empty (no y_cond term / Philox).
+  m.def(
+      "langevin_update(Tensor y, Tensor y_cond, Tensor grad, Tensor noise, Tensor rng, int step, float c1, "
+      "float c2, float h, float n) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(hebm, CPU, m) {
   m.impl("latent_langevin", &hebm::cpu::latent_langevin_cpu);
   m.impl("_latent_langevin_block_emulation", &hebm::cpu::latent_langevin_block_emulation);
+  m.impl("langevin_update", &hebm::cpu::langevin_update_cpu);
 }
 
 PYBIND11_MODULE(_C, m) {

@@ -16,13 +16,14 @@ from . import ops  # noqa: E402,F401
 __version__ = "0.1.0"
 
 from .nn import MLP, EnergyMLP, GaussianLadder, LatentEBMPrior  # noqa: E402
-from .sampling import LangevinSchedule, sample_prior  # noqa: E402
+from .sampling import LangevinSchedule, data_ebm_target, generator_posterior, langevin, sample_prior  # noqa: E402
 
-__all__ = ["MLP", "EnergyMLP", "GaussianLadder", "LangevinSchedule", "LatentEBMPrior", "ops", "sample_prior", "data", "metrics"]
+__all__ = ["MLP", "EnergyMLP", "GaussianLadder", "LangevinSchedule", "LatentEBMPrior", "ops", "sample_prior",
+           "langevin", "generator_posterior", "data_ebm_target", "data", "metrics", "methods"]
 
 
-def __getattr__(name):  # hebm_ext.data / hebm_ext.metrics load on first use (they import scipy, scikit-learn)
-    if name in ("data", "metrics"):
+def __getattr__(name):  # hebm_ext.data / .metrics / .methods load on first use (scipy, scikit-learn)
+    if name in ("data", "metrics", "methods"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

@@ -5,10 +5,10 @@ import torch
 
 from . import _C  # noqa: F401  (registers torch.ops.hebm)
 
-__all__ = ["available", "cpu_capability", "has_kernel", "latent_langevin"]
+__all__ = ["available", "cpu_capability", "has_kernel", "langevin_update", "latent_langevin"]
 
 
-_OPS = ("latent_langevin",)
+_OPS = ("latent_langevin", "langevin_update")
 # Looked up once: the registrations do not change after import (and torch.compile can read a dict).
 _KERNELS = {(op, dev): torch._C._dispatch_has_kernel_for_dispatch_key(f"hebm::{op}", key)
             for op in _OPS for dev, key in (("cpu", "CPU"), ("cuda", "CUDA"))}
@@ -48,3 +48,17 @@ def _latent_langevin_fake(y0, cond, params, program, schedule, steps, timesteps,
     out = torch.empty_like(y0)
     tr = y0.new_empty((S, y0.shape[0], 2)) if trace else y0.new_empty((0,))
     return out, tr
+
+
+def langevin_update(y, y_cond, grad, noise, rng, step: int, c1: float, c2: float, h: float, n: float):
+    """Raw call of ``hebm::langevin_update``: ``c1 * y + c2 * y_cond + h * grad + n * xi`` in one pass, xi = ``noise``
+    or the Philox normals of global step ``step`` (``rng`` = int64 [seed, offset] on y's device); y_cond and noise
+    may be empty. See hebm_ext.sampling.generic for the documented entry point (hebm_ext.langevin)."""
+    return torch.ops.hebm.langevin_update.default(y, y_cond, grad, noise, rng, step, c1, c2, h, n)
+
+
+@torch.library.register_fake("hebm::langevin_update")
+def _langevin_update_fake(y, y_cond, grad, noise, rng, step, c1, c2, h, n):
+    torch._check(y.dim() >= 1, lambda: "y must have a chain dimension [B, ...]")
+    torch._check(grad.shape == y.shape, lambda: f"grad must have y's shape {tuple(y.shape)}, got {tuple(grad.shape)}")
+    return y.new_empty(y.shape)

@@ -96,3 +96,61 @@ def lebm_prior_loop(energy, z: torch.Tensor, steps: int = 60, step_size: float =
                                                              device=z.device)
         z = (z.detach() - 0.5 * step_size ** 2 * (z_grad + z.detach() / sigma ** 2) + step_size * xi)
     return z.detach()
+
+
+def _randn_like(y: torch.Tensor, noise, k: int, generator):
+    return noise[k] if noise is not None else torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+
+
+def lebm_posterior_loop(netG, netE, x: torch.Tensor, z: torch.Tensor, steps: int = 20, step_size: float = 0.1,
+                        sigma: float = 0.3, prior_sigma: float = 1.0, noise=None, generator=None) -> torch.Tensor:
+    """LEBM's posterior Langevin as in its code (ALGORITHMS.md 1.2, ``sample_langevin_post_z``):
+
+        L = 1/(2 sigma^2) sum_b ||netG(z_b) - x_b||^2                      (mse, reduction 'sum')
+        z <- z - 0.5 s^2 (dL/dz + d/dz sum_b netE(z_b) + z / prior_sigma^2) + s xi
+
+    netG: z [B, nz] -> image; netE: z -> energy [B] (or [B, 1]), or None for the plain N(0, prior_sigma^2) prior.
+    noise: optional [K, B, nz]. One autograd call per step. Returns z [B, nz]."""
+    z = z.detach().clone()
+    for k in range(steps):
+        z.requires_grad_(True)
+        loss = ((netG(z) - x) ** 2).sum() / (2.0 * sigma * sigma)
+        if netE is not None:
+            loss = loss + netE(z).sum()
+        z_grad = torch.autograd.grad(loss, z)[0]
+        xi = _randn_like(z, noise, k, generator)
+        z = z.detach() - 0.5 * step_size ** 2 * (z_grad + z.detach() / prior_sigma ** 2) + step_size * xi
+    return z.detach()
+
+
+def dual_mcmc_x_loop(netE, x: torch.Tensor, steps: int = 30, step_size: float = 0.5, noise_std: float = 1e-3,
+                     noise=None, generator=None) -> torch.Tensor:
+    """Dual-MCMC's EBM-guided x-chain with decoupled noise, as in its code (ALGORITHMS.md 5.3):
+
+        x <- x - 0.5 s^2 d/dx sum_b netE(x_b) + n xi          (s = 0.5 CIFAR-10 / 0.3 CelebA-64, n = 1e-3, K = 30)
+
+    netE: x -> energy [B]. noise: optional [K, *x.shape]. Returns x."""
+    x = x.detach().clone()
+    for k in range(steps):
+        x.requires_grad_(True)
+        x_grad = torch.autograd.grad(netE(x).sum(), x)[0]
+        x = x.detach() - 0.5 * step_size ** 2 * x_grad + noise_std * _randn_like(x, noise, k, generator)
+    return x.detach()
+
+
+def dual_mcmc_z_loop(netG, x: torch.Tensor, z: torch.Tensor, steps: int = 10, step_size: float = 0.1,
+                     noise_std: float = 0.1, sigma: float = 0.3, prior_sigma: float = 1.0, noise=None,
+                     generator=None) -> torch.Tensor:
+    """Dual-MCMC's generator-guided posterior z-chain, as in its code (ALGORITHMS.md 5.3):
+
+        R = sum_{b, pixels} (netG(z) - x)^2                     (mse, reduction 'sum', NO 1/2)
+        z <- z - 0.5 s^2 (dR/dz / sigma^2 + z / prior_sigma^2) + n xi       (s = n = 0.1, sigma = 0.3, K = 10)
+
+    noise: optional [K, B, nz]. Returns z."""
+    z = z.detach().clone()
+    for k in range(steps):
+        z.requires_grad_(True)
+        z_grad = torch.autograd.grad(((netG(z) - x) ** 2).sum(), z)[0]
+        xi = _randn_like(z, noise, k, generator)
+        z = z.detach() - 0.5 * step_size ** 2 * (z_grad / sigma ** 2 + z.detach() / prior_sigma ** 2) + noise_std * xi
+    return z.detach()

@@ -122,6 +122,21 @@ class LangevinSchedule:
                    reference_sigma=float(sigma), name="lebm")
 
     @classmethod
+    def decoupled(cls, steps: int = 30, step_size: float = 0.5, noise_std: float = 1e-3) -> "LangevinSchedule":
+        """Dual-MCMC's x-chain with decoupled noise (ALGORITHMS.md 5.3): y <- y + (s^2/2) grad log p~(y) + n xi,
+        h = s^2/2, n = ``noise_std``, T = 1. On log p~ = -E this is x <- x - 0.5 s^2 dE/dx + n xi, whose stationary
+        law is exp(-E / tau) with tau = (n/s)^2 (``extras["temperature"]``; CIFAR-10: s = 0.5, n = 1e-3, K = 30,
+        tau = 4e-6; CelebA-64: s = 0.3, tau = 1.11e-5). The same chain is ``lebm(steps, step_size=n)`` on the
+        tempered target -E/tau. Also the z-chain of 5.3 (s = n = 0.1, K = 10)."""
+        if not (step_size > 0):
+            raise ValueError(f"step_size must be positive, got {step_size}")
+        if not (noise_std >= 0):
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        s, n = float(step_size), float(noise_std)
+        return cls(K=(steps,), h=(s * s / 2,), n=(n,), c1=(1.0,), c2=(0.0,), alpha=(1.0,), d=(1.0,),
+                   reference_sigma=None, name="decoupled", extras=dict(temperature=(n / s) ** 2))
+
+    @classmethod
     def recovery_likelihood(cls, T: int, steps, b_square: float, form: str = "hierarchical",
                             noise_scale: float = 1.0) -> "LangevinSchedule":
         """Annealed Langevin of diffusion recovery likelihood.
