@@ -2,6 +2,7 @@
 training state (modules, optimizers, schedulers, step) in one state_dict."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -92,10 +93,12 @@ class Method(nn.Module):
         if state.get("method") != self.name:
             raise ValueError(f"state is for method {state.get('method')!r}, this is {self.name!r}")
         super().load_state_dict(state["modules"], strict=strict)
+        # deep copies: Optimizer.load_state_dict keeps tensors that already have the right dtype and device, so an
+        # in-memory round trip would otherwise share Adam's moments between two methods
         for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
+            o.load_state_dict(copy.deepcopy(state["optimizers"][k]))
         for k, s in self.schedulers.items():
-            s.load_state_dict(state["schedulers"][k])
+            s.load_state_dict(copy.deepcopy(state["schedulers"][k]))
         self.step = int(state["step"])
         self.load_extra_state(state.get("extra", {}))
         return self
