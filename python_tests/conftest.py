@@ -19,6 +19,20 @@ def cuda_ready() -> bool:
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """The digits-FID classifier is cached per test session, not in the user's home."""
+    import os
+
+    old = os.environ.get("HEBM_CACHE_DIR")
+    os.environ["HEBM_CACHE_DIR"] = str(tmp_path_factory.mktemp("hebm_cache"))
+    yield
+    if old is None:
+        os.environ.pop("HEBM_CACHE_DIR", None)
+    else:
+        os.environ["HEBM_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)

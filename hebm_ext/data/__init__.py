@@ -17,3 +17,22 @@ from .transforms import Compose, RandomHorizontalFlip
 
 __all__ = ["CIFAR10", "CelebA64", "Compose", "Digits", "ImageFolder", "MNIST", "RandomHorizontalFlip", "SVHN",
            "celeba_crop", "read_idx"]
+
+READERS = {"digits": Digits, "mnist": MNIST, "svhn": SVHN, "cifar10": CIFAR10, "celeba64": CelebA64}
+TEST_SPLIT = {"digits": "test", "mnist": "test", "svhn": "test", "cifar10": "test", "celeba64": "test"}
+
+
+def open_dataset(name: str, root=None, split: str = "train", transform=None):
+    """The reader for dataset ``name`` (digits, mnist, svhn, cifar10, celeba64); ``root`` is ignored for digits
+    and required for the others (a missing root or file raises FileNotFoundError saying what is expected)."""
+    if name not in READERS:
+        raise ValueError(f"dataset must be one of {sorted(READERS)}, got {name!r}")
+    if name == "digits":
+        return Digits(split=split, transform=transform)
+    if root is None:
+        raise FileNotFoundError(f"dataset {name!r} needs --data-root: the directory that holds its files "
+                                f"(see hebm_ext.data.{READERS[name].__name__} for the expected layout)")
+    return READERS[name](root, split=split, transform=transform)
+
+
+__all__ += ["READERS", "TEST_SPLIT", "open_dataset"]

@@ -38,11 +38,13 @@ class Method(nn.Module):
     """The interface one trainer drives (hebm_ext.methods.create returns one).
 
     train_step(x [B, C, H, W] in [-1, 1]) -> dict of floats (losses, diagnostics)
-    sample(n) -> images [n, C, H, W] in [-1, 1]
+    sample(n) -> images [n, C, H, W] in [-1, 1] (default: decode(prior_latents(n)))
+    sample_base(n) -> images from the Gaussian base alone (the ablation without the EBM prior)
     reconstruct(x) -> images like x
     anomaly_score(x) -> [B], higher = more anomalous (the negative log joint at posterior samples, ALGORITHMS.md 1.4)
     end_epoch(): the per-epoch learning-rate schedules of the papers
     prior_latents(n), base_latents(n), posterior_latents(x): latent samples for the prior-hole measure (MMD)
+    decode(z) -> images: the generator
     state_dict() / load_state_dict(): modules, optimizers, schedulers and the step counter
     config: a plain dataclass (the resolved preset plus overrides)
     """
@@ -55,6 +57,7 @@ class Method(nn.Module):
         self.step = 0
         self.optimizers: dict = {}
         self.schedulers: dict = {}
+        self.grad_sync = None  # set by a data-parallel trainer: averages gradients across ranks
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -70,6 +73,12 @@ class Method(nn.Module):
     def _schedule_epochs(self, gamma: float, names):
         for n in names:
             self.schedulers[n] = torch.optim.lr_scheduler.ExponentialLR(self.optimizers[n], gamma=gamma)
+
+    def _optimizer_step(self, opt: torch.optim.Optimizer):
+        """opt.step(), after averaging the gradients across ranks when training data-parallel."""
+        if self.grad_sync is not None:
+            self.grad_sync([p for g in opt.param_groups for p in g["params"]])
+        opt.step()
 
     def end_epoch(self):
         for s in self.schedulers.values():
@@ -113,7 +122,15 @@ class Method(nn.Module):
     def train_step(self, x):
         raise NotImplementedError
 
+    @torch.no_grad()
     def sample(self, n: int):
+        return self.decode(self.prior_latents(n))
+
+    @torch.no_grad()
+    def sample_base(self, n: int):
+        return self.decode(self.base_latents(n))
+
+    def decode(self, z):
         raise NotImplementedError
 
     def reconstruct(self, x):

@@ -132,7 +132,7 @@ class DiffusionEBM(Method):
         kl = log_q - self.gen.ladder.log_prob(z)
         loss = rec.mean() / (2 * c.g_llhd_sigma ** 2) + kl.mean()
         loss.backward()
-        opt.step()
+        self._optimizer_step(opt)
         return {"stage": 1.0, "loss_vae": loss.item(), "kl": kl.mean().item(), "mse": rec.mean().item() / x[0].numel()}
 
     def _freeze_generator(self):
@@ -166,7 +166,7 @@ class DiffusionEBM(Method):
         en_pos, en_neg = self.prior.energy(z_pos, t), self.prior.energy(z_neg, t)
         loss = ((en_pos - en_neg) / s2).mean()
         loss.backward()
-        opt.step()
+        self._optimizer_step(opt)
         return {"stage": 2.0, "loss_e": loss.item(), "en_pos": en_pos.mean().item(), "en_neg": en_neg.mean().item()}
 
     def train_step(self, x: torch.Tensor) -> dict:
@@ -184,14 +184,8 @@ class DiffusionEBM(Method):
             self._freeze_generator()
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        return self.gen.g(self.prior_latents(n))
-
-    @torch.no_grad()
-    def sample_gaussian_prior(self, n: int) -> torch.Tensor:
-        """The stage-1 generator with its Gaussian ladder prior (the ablation without the EBM)."""
-        return self.gen.g(self.base_latents(n))
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.gen.g(z)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -154,7 +154,7 @@ class JointEBM(Method):
         opt.zero_grad(set_to_none=True)
         en_pos, en_neg = self.energy(z_pos).mean(), self.energy(z_neg).mean()
         (en_pos - en_neg).backward()
-        opt.step()
+        self._optimizer_step(opt)
         return {"loss_e": (en_pos - en_neg).item(), "en_pos": en_pos.item(), "en_neg": en_neg.item()}
 
     def train_step(self, x: torch.Tensor) -> dict:
@@ -169,12 +169,12 @@ class JointEBM(Method):
             opt.zero_grad(set_to_none=True)
             loss_g1 = self.gen.recon_error(x, z_pos).mean() / (2 * c.g_llhd_sigma ** 2)
             loss_g1.backward()
-            opt.step()
+            self._optimizer_step(opt)
             opt = self.optimizers["ladder"]
             opt.zero_grad(set_to_none=True)
             loss_g2 = self.gen.ladder.log_prob(z_neg).mean() - self.gen.ladder.log_prob(z_pos).mean()
             loss_g2.backward()
-            opt.step()
+            self._optimizer_step(opt)
             out.update(loss_g1=loss_g1.item(), loss_g2=loss_g2.item(),
                        mse=loss_g1.item() * 2 * c.g_llhd_sigma ** 2 / x[0].numel())
         else:
@@ -188,7 +188,7 @@ class JointEBM(Method):
                 kl = kl + self.energy(z_q)
             loss_vae = rec.mean() / (2 * c.g_llhd_sigma ** 2) + kl.mean()
             loss_vae.backward()
-            opt.step()
+            self._optimizer_step(opt)
             z_pos = z_q.detach()
             if c.refine_steps > 0:
                 z_pos = self.posterior_latents(x, z0=z_pos, steps=c.refine_steps)
@@ -198,9 +198,8 @@ class JointEBM(Method):
         return out
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        return self.gen.g(self.prior_latents(n))
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.gen.g(z)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         z = self.posterior_latents(x)

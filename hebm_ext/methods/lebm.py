@@ -108,21 +108,20 @@ class LEBM(Method):
         opt_g.zero_grad(set_to_none=True)
         loss_g = ((self.generator(z_pos) - x) ** 2).sum() / B
         loss_g.backward()
-        opt_g.step()
+        self._optimizer_step(opt_g)
 
         opt_e.zero_grad(set_to_none=True)
         en_pos, en_neg = self.ebm(z_pos).mean(), self.ebm(z_neg).mean()
         loss_e = en_pos - en_neg
         loss_e.backward()
-        opt_e.step()
+        self._optimizer_step(opt_e)
         self.step += 1
         return {"loss_g": loss_g.item(), "loss_e": loss_e.item(), "en_pos": en_pos.item(), "en_neg": en_neg.item(),
                 "mse": loss_g.item() / x[0].numel()}
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        return self.generator(self.prior_latents(n))
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -130,6 +130,10 @@ def _check_log_prob(lp, B: int, k: int, t: int, i: int, K: int) -> None:
         raise TypeError(f"log_prob(y, t) must return a floating-point tensor, got {lp.dtype} {where}")
 
 
+class NonFiniteChainError(ValueError):
+    """A Langevin chain produced NaN or inf (trainers treat it as divergence)."""
+
+
 def _raise_if_nonfinite(bad: torch.Tensor, schedule: LangevinSchedule, B: int) -> None:
     """bad[k]: chains whose log_prob or updated state was not finite at global step k (filled on the device
     during the chain). Reading it is the one host synchronisation of a call."""
@@ -141,7 +145,7 @@ def _raise_if_nonfinite(bad: torch.Tensor, schedule: LangevinSchedule, B: int) -
         return
     k = int(hit[0])
     t, i = _step_position(schedule, k)
-    raise ValueError(
+    raise NonFiniteChainError(
         f"langevin: non-finite values (NaN or inf) in log_prob or in the updated chains at global step {k} "
         f"(timestep t={t}, step {i} of {schedule.K[t]}) in {int(counts[k])} of {B} chains ({int(counts[-1])} at "
         "the last step). Usual causes: a step size too large for this log_prob (the chains diverge), a log_prob "
