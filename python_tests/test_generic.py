@@ -180,6 +180,29 @@ def test_lebm_posterior_equals_papers_loop(fused_prior):
     assert (free - ref).abs().max().item() > 0.05
 
 
+@pytest.mark.parametrize("fused_prior", [None, False])
+def test_joint_posterior_over_the_two_layer_hierarchy(fused_prior):
+    """ALGORITHMS.md 3.1: the posterior over both layers of the joint prior (GaussianLadder 100 -> 128 with heads
+    f2, f1, a CIFAR-10-shaped decoder from z1), K = 40, s = 0.1, sigma = 0.3: generic engine == the paper's loop."""
+    from helpers import joint_prior
+
+    torch.manual_seed(0)
+    prior = joint_prior("z", F64)
+    netG = H.nn.Cifar10Decoder(128, ngf=4).double()
+    from hebm_ext.methods.hvae import BottomDecoder
+
+    dec = BottomDecoder(netG, 100)
+    x = torch.rand(5, 3, 32, 32, dtype=F64) * 2 - 1
+    z0 = torch.randn(5, 228, dtype=F64)
+    noise = torch.randn(40, 5, 228, dtype=F64)
+    ref = R.joint_posterior_loop(netG, prior.base, list(prior.heads), x, z0, steps=40, noise=noise)
+    post = H.generator_posterior(dec, x, prior=prior, sigma=0.3, fused_prior=fused_prior)
+    out = H.langevin(post, z0, H.LangevinSchedule.lebm(steps=40, step_size=0.1), noise=noise)
+    assert (out - ref).abs().max().item() < 1e-10
+    free = H.langevin(prior.log_prob, z0, H.LangevinSchedule.lebm(steps=40, step_size=0.1), noise=noise)
+    assert (free - ref).abs().max().item() > 0.05
+
+
 def test_fused_prior_gradient_time_conditioned():
     """The single-step fused prior gradient at every timestep t of an annealed schedule (alpha = 1)."""
     prior = multi_head_prior(F64, time_steps=3, out_scale=0.3)

@@ -154,3 +154,26 @@ def dual_mcmc_z_loop(netG, x: torch.Tensor, z: torch.Tensor, steps: int = 10, st
         xi = _randn_like(z, noise, k, generator)
         z = z.detach() - 0.5 * step_size ** 2 * (z_grad / sigma ** 2 + z.detach() / prior_sigma ** 2) + noise_std * xi
     return z.detach()
+
+
+def joint_posterior_loop(netG, ladder, heads, x: torch.Tensor, z: torch.Tensor, steps: int = 40,
+                         step_size: float = 0.1, sigma: float = 0.3, noise=None, generator=None) -> torch.Tensor:
+    """The joint latent EBM prior's posterior Langevin as in its code (ALGORITHMS.md 3.1), over all layers at once:
+
+        logp_x = -(1/(2 sigma^2)) sum_b ||g(z_bottom) - x||^2 + sum_b log p_beta(z)      (the Gaussian ladder)
+        F      = sum_b sum_l f_l(z_l),   f_l = -E_l
+        z_i <- z_i + 0.5 s^2 (dF/dz_i + dlogp_x/dz_i) + s xi_i      (every layer from the same gradient)
+
+    netG: the decoder of the bottom layer; ladder: a GaussianLadder (layers top first); heads: one energy net per
+    layer (top first). z: [B, D] concatenated, noise: optional [K, B, D]."""
+    z = z.detach().clone()
+    bottom = sum(ladder.dims[:-1])
+    for k in range(steps):
+        z.requires_grad_(True)
+        layers = ladder.split(z)
+        logp_x = -((netG(z[:, bottom:]) - x) ** 2).sum() / (2.0 * sigma * sigma) + ladder.log_prob(z).sum()
+        F = sum(-head(zl).sum() for head, zl in zip(heads, layers))
+        z_grad = torch.autograd.grad(F + logp_x, z)[0]
+        xi = _randn_like(z, noise, k, generator)
+        z = z.detach() + 0.5 * step_size ** 2 * z_grad + step_size * xi
+    return z.detach()
