@@ -1,15 +1,6 @@
-"""Eager baselines vs the fused sampler hebm::latent_langevin, side by side in one run (hebm_ext.bench).
-
-Models (--model):
-  lebm       LEBM prior 100 -> 200 -> 200 -> 1 (ALGORITHMS.md 1.1), K = 60, s = 0.4, B in {16, 100, 1024, 8192};
-             baselines: the eager reference sampler (sample_prior backend "reference") and LEBM's own bare loop on
-             the same MLP (reference.lebm_prior_loop).
-  joint      the joint latent EBM prior of section 3.1 (z2 = 100 top, z1 = 128; ladder MLP 4 x 200; heads
-             128-200-200-200-1 and 100-100-100-1), z-space, K = 60, s = 0.4, B in {100, 1024}.
-  diffusion  the hierarchical EBM diffusion sampler: 3-layer u-space hierarchy [100, 128, 128] (ladder 2 x 200),
-             time-conditioned heads per layer, T = 3 recovery likelihood, K = 50, B = 100 (section 6.7).
-Medians over repeats after a warm-up; CPU always, CUDA when a GPU and the CUDA kernels are there. Prints a markdown
-table and writes JSON (and a PNG when matplotlib is installed).
+"""Eager baselines vs the fused sampler hebm::latent_langevin, side by side in one run: the models and baselines
+are described in hebm_ext/bench.py (the same table as `hebm bench`). Medians over repeats after a warm-up; CPU
+always, CUDA when a GPU and the CUDA kernels are there; a markdown table, JSON (and a PNG with matplotlib).
 
     python benchmarks/bench_latent_langevin.py [--model lebm|joint|diffusion] [--batches ...] [--out DIR]
 """
