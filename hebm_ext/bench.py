@@ -143,6 +143,11 @@ def bench(model, device, batches, activation, steps, repeats):
                "eager_ms": t_ref * 1e3, "fused_ms": t_fused * 1e3, "speedup": t_ref / t_fused,
                "fused_gflops": flops / t_fused / 1e9}
         msg = f"  {model} {device} B={B}: eager reference {t_ref*1e3:.2f} ms, fused {t_fused*1e3:.2f} ms, x{t_ref/t_fused:.1f}"
+        if torch.device(device).type == "cuda":  # the same loop captured once in a CUDA graph (generic engine)
+            t_graph, _ = median_time(lambda: H_.langevin(prior.log_prob, y0, sch, backend="graph", check_finite=False),
+                                     device, warmup=2, repeats=repeats, budget_s=20)
+            row.update(graph_ms=t_graph * 1e3, speedup_vs_graph=t_graph / t_fused)
+            msg += f" (graph-captured loop {t_graph*1e3:.2f} ms, x{t_graph/t_fused:.1f})"
         if model == "lebm":
             head = prior.heads[0]
             t_loop, _ = median_time(lambda: lebm_prior_loop(head, y0, sch.K[0], 0.4), device, repeats=repeats,
@@ -170,7 +175,9 @@ def run_latent_bench(model="lebm", batches=None, activation="lrelu", steps=None,
             ("steps", lambda r: str(r["steps"])), ("eager reference ms", lambda r: f"{r['eager_ms']:.2f}")]
     if model == "lebm":
         cols.append(("LEBM loop ms", lambda r: f"{r['papers_loop_ms']:.2f}"))
-    cols += [("fused ms", lambda r: f"{r['fused_ms']:.2f}"), ("vs reference", lambda r: f"{r['speedup']:.1f}x")]
+    cols += [("graph ms", lambda r: f"{r['graph_ms']:.2f}" if "graph_ms" in r else "-"),
+             ("fused ms", lambda r: f"{r['fused_ms']:.2f}"), ("vs reference", lambda r: f"{r['speedup']:.1f}x"),
+             ("vs graph", lambda r: f"{r['speedup_vs_graph']:.1f}x" if "speedup_vs_graph" in r else "-")]
     if model == "lebm":
         cols.append(("vs LEBM loop", lambda r: f"{r['speedup_vs_papers_loop']:.1f}x"))
     cols.append(("fused GFLOP/s", lambda r: f"{r['fused_gflops']:.1f}"))
