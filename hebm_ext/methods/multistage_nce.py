@@ -100,9 +100,11 @@ PRESETS = {
     "celeba64": dict(dataset="celeba64", nz=100, ngf=128, iters_per_stage=_iters(162770, 50), **_LEBM),
     "mnist": dict(dataset="mnist", nz=8, ngf=64, iters_per_stage=_iters(60000, 50), **_LEBM),
     # the embedded digits, minutes on a CPU: small nets, larger learning rates (as LEBM's digits preset); the first
-    # stage is longer because the generator learns from scratch during it
+    # stage is longer because the generator learns from scratch during it. Faster per-epoch decays (15 iterations
+    # per epoch) settle the generator, so that later stages correct the prior instead of chasing a moving aggregate
+    # posterior, and anneal each ratio network within its stage (docs/MULTISTAGE_NCE.md)
     "digits": dict(dataset="digits", nz=8, ngf=32, n_stages=4, iters_per_stage=(500, 250, 250, 250),
-                   head_hidden=64, head_depth=2, g_lr=1e-3, nce_lr=1e-3, epochs=40),
+                   head_hidden=64, head_depth=2, g_lr=1e-3, nce_lr=1e-3, g_gamma=0.97, nce_gamma=0.9, epochs=84),
 }
 
 
@@ -280,9 +282,11 @@ class MultistageNCE(Method):
             e.requires_grad_(j == self.stage)
 
     def end_epoch(self):
-        """ExponentialLR per epoch for the generator and the ratio network being learned."""
+        """ExponentialLR per epoch for the generator and the ratio network being learned (which counts the epochs
+        of its own stage: none before its first step)."""
         self.schedulers["g"].step()
-        self.schedulers[f"f{self.stage}"].step()
+        if self.stage_step > 0:
+            self.schedulers[f"f{self.stage}"].step()
 
     def extra_state(self) -> dict:
         return {"stage": self.stage, "stage_step": self.stage_step, "plateau": dict(self._plateau)}
