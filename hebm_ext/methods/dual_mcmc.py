@@ -25,6 +25,8 @@ Sampling for evaluation (5.4): x = T^x(G(z)), z ~ N(0, I) (task_fid.py: K_x = 70
 sample_l_step_size); images are clamped to [-1, 1] as the FID code does.
 
 Where we differ from the code, and why:
+    (Not a difference: ALGORITHMS.md 5.4 lists the x-chain first, train.py runs the z-chain first, as we do; the
+    order only changes which random numbers each chain draws.)
     NLL is base.gaussian_nll: it adds the constant 0.5 log(2 pi) per dimension and divides by exp(logvar) instead
     of 1e-6 + exp(logvar); the gradients agree unless a variance reaches ~1e-6.
     The code's `E(x)` logged under no_grad after the G step (one more power iteration of the spectral norm) is
