@@ -32,18 +32,18 @@ NOTES = """## Notes
   replay buffer with restarts), the switching rule is a fixed number of iterations per stage (`switch_rule=
   "iterations"`; or `"plateau"` on the NCE loss), the last layer of every ratio network starts at zero (r_k = 1 at
   the start of its stage), p_0 = N(0, I) is drawn exactly in stage 0, the last stage runs until training stops.
-- Tuning of the digits preset (seed 0 unless said). The first version (no fast decays: `g_gamma = nce_gamma =
-  0.998`) gave 0.0056, 0.0022, 0.0020, 0.0017: decreasing, but after stage 1 by less than the spread of the
-  estimate (about +-0.0005 between draws), and not robustly: with `nce_lr=3e-4` (0.0105, 0.0028, 0.0033, 0.0026),
-  persistent chains (0.0105, 0.0037, 0.0017, 0.0019) or 16-wide ratio networks and stages of (600, 300, 300, 300)
-  iterations (0.0076, 0.0022, 0.0029, 0.0023) the later stages went up and down, and 8-wide ratio networks
-  decreased slowly (0.0114, 0.0076, 0.0073, 0.0036). A diagnosis showed why: the generator was still moving (the
-  base column went 0.079, 0.094, 0.086, 0.077), so each stage chased a new aggregate posterior; the short-run
-  sampler is not the floor (600-step chains gave the same MMD as 60-step ones) and two posterior draws of the same
-  digits differ by -0.0005..-0.0009. Decaying the generator's learning rate per epoch by 0.97 settles the aggregate
-  posterior (`g_gamma=0.97` alone: 0.0047, 0.0016, 0.0014, 0.0012); annealing each ratio network within its stage
-  (`nce_gamma=0.9`) as well gives the preset's result above; with `--seed 1` it gives 0.0202, 0.0038, 0.0028,
-  0.0019 (also decreasing).
+- Tuning of the digits preset (seed 0 unless said). The first version (no fast decays: `g_gamma = nce_gamma = 0.998`)
+  gave 0.0056, 0.0022, 0.0020, 0.0017: decreasing, but after stage 1 by less than the spread of the estimate (about
+  +-0.0005 between draws), and not robustly: with `nce_lr=3e-4` (0.0105, 0.0028, 0.0033, 0.0026), persistent chains
+  (0.0105, 0.0037, 0.0017, 0.0019; its buffer's first draw also changes the initialisation) or 16-wide ratio networks
+  and stages of (600, 300, 300, 300) iterations (0.0076, 0.0022, 0.0029, 0.0023) the later stages went up and down,
+  and 8-wide ratio networks decreased slowly (0.0114, 0.0076, 0.0073, 0.0036). A diagnosis showed why: the generator
+  was still moving (the base column went 0.079, 0.094, 0.086, 0.077), so each stage chased a new aggregate posterior;
+  the short-run sampler is not the floor (600-step chains gave about the same MMD as 60-step ones) and the MMD^2
+  between two posterior draws of the same digits is -0.0005..-0.0009. Decaying the generator's learning rate per epoch
+  by 0.97 settles the aggregate posterior (`g_gamma=0.97` alone: 0.0047, 0.0016, 0.0014, 0.0012); annealing each ratio
+  network within its stage (`nce_gamma=0.9`) as well gives the preset's result above; with `--seed 1` it gives 0.0202,
+  0.0038, 0.0028, 0.0019 (also decreasing).
 - The ratio networks of later stages are small corrections: their NCE loss stays near 2 log 2 = 1.386 (the
   classifier can barely tell the prior from the posterior any more), which is what a prior that matches the
   aggregate posterior looks like to the classifier.
