@@ -27,6 +27,7 @@ from . import distributed as hdist
 from . import evaluate
 from .images import image_grid, save_image
 from .plots import loss_curves
+from .methods.base import Diverged
 from .sampling.generic import NonFiniteChainError
 
 
@@ -241,7 +242,7 @@ class Trainer:
                         break
                     try:
                         losses = m.train_step(x)
-                    except NonFiniteChainError as e:
+                    except (NonFiniteChainError, Diverged) as e:
                         raise TrainingDiverged(f"training diverged at step {m.step + 1}: {e} Nothing was saved "
                                                f"after it; {self._last_good()}.") from e
                     batch_in_epoch += 1

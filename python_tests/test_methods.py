@@ -91,6 +91,22 @@ def test_presets_follow_the_papers():
     assert (c.T, c.e_l_steps, c.b_square, c.e_lr, c.e_betas, c.e_weight_decay, c.e_gamma) == (3, 50, 3e-5, 4e-5, (0.99, 0.999), 3e-5, 0.9)
     c = methods.create("diffusion-ebm", "celeba64").config
     assert (c.e_l_steps, c.b_square, c.e_gamma) == (30, 2e-5, 0.98)
+    c = methods.create("multistage-nce", "svhn").config  # the shared parts are LEBM's (4.1, section 9)
+    assert (c.e_l_steps, c.e_l_step_size, c.g_l_steps, c.g_l_step_size, c.g_llhd_sigma) == (60, 0.4, 20, 0.1, 0.3)
+    assert (c.nz, c.ngf, c.g_lr, c.g_betas, c.batch_size) == (100, 64, 1e-4, (0.5, 0.999), 100)
+    m = methods.create("dual-mcmc", "cifar10")  # 5.2-5.4
+    c = m.config
+    assert (c.nz, c.ngf, c.ndf, c.nif, c.Gfactor, c.Sfactor, c.Ifactor) == (128, 512, 512, 128, 1.0, 50.0, 0.1)
+    assert (c.e_l_steps, c.e_l_step_size, c.e_n_step_size, c.l_steps, c.l_step_size, c.n_step_size, c.sig) == \
+        (30, 0.5, 1e-3, 10, 0.1, 0.1, 0.3)
+    assert m.mcmc_temp == pytest.approx(4e-6) and (m.x_schedule.h[0], m.x_schedule.n[0]) == (0.125, 1e-3)
+    assert (m.z_schedule.h[0], m.z_schedule.n[0]) == (pytest.approx(0.005), 0.1)
+    assert [(g["lr"], g["betas"], g["weight_decay"]) for k in "gei" for g in m.optimizers[k].param_groups] == \
+        [(3e-4, (0.0, 0.9), 5e-4), (1e-4, (0.0, 0.9), 0.0), (1e-4, (0.0, 0.9), 5e-4)]
+    assert (c.use_temp, c.fine_tune, c.add_sn, c.bn_mode, c.gamma, c.batch_size) == \
+        (True, True, True, "train", 0.998, 100)
+    c = methods.create("dual-mcmc", "celeba64").config
+    assert (c.ngf, c.ndf, c.e_l_step_size, c.Sfactor) == (1024, 1024, 0.3, 70.0)
     for name in methods.METHODS:
         for preset in methods.presets(name):
             if preset != "digits":
@@ -99,6 +115,6 @@ def test_presets_follow_the_papers():
 
 def test_no_method_has_its_own_langevin_loop():
     """Every chain goes through sample_prior (fused) or langevin (generic): no autograd.grad in a method file."""
-    for mod in ("lebm", "joint_ebm", "diffusion_ebm", "hvae", "base"):
+    for mod in ("lebm", "joint_ebm", "diffusion_ebm", "hvae", "base", "multistage_nce", "dual_mcmc"):
         src = inspect.getsource(__import__(f"hebm_ext.methods.{mod}", fromlist=["x"]))
         assert "autograd.grad" not in src and not re.search(r"randn_like\(z\)", src), mod

@@ -3,6 +3,8 @@
     lebm           LEBM (ALGORITHMS.md 1)
     joint-ebm      the joint latent EBM prior of a multi-layer generator, scheme="mcmc" | "variational" (3.1)
     diffusion-ebm  the hierarchical EBM diffusion prior (6)
+    multistage-nce the adaptive multi-stage density-ratio (NCE) prior (4)
+    dual-mcmc      dual-MCMC teaching: data-space EBM, generator and inference model (5)
 
 create(name, preset="digits", **overrides) -> Method (see base.Method for the interface).
 """
@@ -12,7 +14,8 @@ import importlib
 
 from .base import Method
 
-_MODULES = {"lebm": "lebm", "joint-ebm": "joint_ebm", "diffusion-ebm": "diffusion_ebm"}
+_MODULES = {"lebm": "lebm", "joint-ebm": "joint_ebm", "diffusion-ebm": "diffusion_ebm",
+            "multistage-nce": "multistage_nce", "dual-mcmc": "dual_mcmc"}
 METHODS = tuple(_MODULES)
 
 

@@ -10,6 +10,10 @@ import torch
 from torch import nn
 
 
+class Diverged(RuntimeError):
+    """A method's own stop rule fired (e.g. dual-MCMC's energy gap); trainers treat it as divergence."""
+
+
 def make_config(cls, presets: dict, preset: str, overrides: dict):
     """cls(**presets[preset], **overrides), with errors that name the preset or the unknown option."""
     if preset not in presets:
