@@ -14,7 +14,6 @@ CPU; the training time is printed), then on held-out digits (Digits split "test"
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 import time
@@ -23,7 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hebm_ext as H  # noqa: E402
-from common import environment, markdown_table, write_json  # noqa: E402
+from common import (command, digits_batches, environment, markdown_table, study_args, study_setup,  # noqa: E402
+                    write_doc, write_json)
 from hebm_ext.methods.base import reparameterize  # noqa: E402
 
 
@@ -82,32 +82,23 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=400, help="training iterations (batch 100)")
     ap.add_argument("--max-minutes", type=float, default=10.0, help="stop training early past this wall time")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-samples", type=int, default=1000, help="generator samples for the energy distance")
     ap.add_argument("--draws", type=int, default=5, help="independent sample sets for (a) (the final evaluation)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded 2-core machine)")
     ap.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps (tuning)")
-    ap.add_argument("--set", nargs="*", default=[], help="config overrides key=value (python literals)")
-    ap.add_argument("--out", default=None, help="markdown file for the table (e.g. docs/DUAL_MCMC.md)")
+    study_args(ap, "docs/DUAL_MCMC.md")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    overrides = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = study_setup(args)
 
     torch.manual_seed(args.seed)
     m = H.methods.create("dual-mcmc", "digits", **overrides)
     c = m.config
-    train = H.data.Digits(split="train").images
-    g = torch.Generator().manual_seed(args.seed)
-    per_epoch = -(-train.shape[0] // c.batch_size)
+    batches = digits_batches(m, args.seed)
     log = []
     t0 = time.perf_counter()
     train_s, step = 0.0, 0
     while step < args.steps and train_s < 60 * args.max_minutes:
-        idx = torch.randint(0, train.shape[0], (c.batch_size,), generator=g)
-        out = m.train_step(train[idx])
+        out = m.train_step(next(batches))
         step += 1
-        if step % per_epoch == 0:
-            m.end_epoch()
         train_s = time.perf_counter() - t0
         if step % 25 == 0 or step == args.steps:
             log.append({"step": step, "time_s": train_s, **out})
@@ -145,10 +136,7 @@ def main(argv=None):
                {"env": env, "config": dict(vars(c)), "result": r, "log": log, "args": vars(args),
                 "x_chain_better": ok_x, "z_chain_better": ok_z})
     if args.out:
-        cmd = ("python benchmarks/dual_mcmc_digits.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
-        with open(args.out + ".tmp", "w") as f:
-            f.write(_markdown(cmd, env, c, r, table_x, table_z, ok_x, ok_z))
-        os.replace(args.out + ".tmp", args.out)
+        write_doc(args.out, _markdown(command("dual_mcmc_digits.py", argv), env, c, r, table_x, table_z, ok_x, ok_z))
     return r
 
 

@@ -11,8 +11,6 @@ and, for scale, between N(0, I) (the base, no ratio) and the same posterior samp
 from __future__ import annotations
 
 import argparse
-import ast
-import json
 import os
 import sys
 import time
@@ -21,7 +19,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hebm_ext as H  # noqa: E402
-from common import environment, markdown_table, write_json  # noqa: E402
+from common import (command, digits_batches, environment, markdown_table, study_args, study_setup,  # noqa: E402
+                    write_doc, write_json)
 
 
 NOTES = """## Notes
@@ -90,22 +89,16 @@ def measure_final(m, n_eval: int, seed: int, repeats: int) -> list:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-eval", type=int, default=1797, help="digits (test first, then train) and prior samples")
     ap.add_argument("--repeats", type=int, default=3, help="independent sample sets per measurement (averaged)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded 2-core machine)")
-    ap.add_argument("--set", nargs="*", default=[], help="config overrides key=value (python literals)")
-    ap.add_argument("--out", default=None, help="markdown file for the table (e.g. docs/MULTISTAGE_NCE.md)")
+    study_args(ap, "docs/MULTISTAGE_NCE.md")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    overrides = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = study_setup(args)
 
     torch.manual_seed(args.seed)
     m = H.methods.create("multistage-nce", "digits", **overrides)
     c = m.config
-    train = H.data.Digits(split="train").images
-    g = torch.Generator().manual_seed(args.seed)
-    per_epoch = -(-train.shape[0] // c.batch_size)
+    batches = digits_batches(m, args.seed)
     total = sum(m.stage_iters)
     print(f"multistage-nce digits: {c.n_stages} stages, iterations {m.stage_iters}, switch_rule {c.switch_rule}, "
           f"prior_sampling {c.prior_sampling}, posterior_prior {c.posterior_prior}", flush=True)
@@ -113,12 +106,9 @@ def main(argv=None):
     t0 = time.perf_counter()
     step, stage_start = 0, 0
     while True:
-        idx = torch.randint(0, train.shape[0], (c.batch_size,), generator=g)
         k = m.stage
-        out = m.train_step(train[idx])
+        out = m.train_step(next(batches))
         step += 1
-        if step % per_epoch == 0:
-            m.end_epoch()
         if step % 50 == 0:
             log.append({"step": step, **out})
             print(f"  step {step} stage {k}: " + ", ".join(f"{a} {b:.3f}" for a, b in out.items() if a != "stage"),
@@ -160,10 +150,8 @@ def main(argv=None):
                "decreasing": decreasing, "args": vars(args)}
     write_json(os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "multistage_mmd.json"), payload)
     if args.out:
-        cmd = "python benchmarks/multistage_mmd.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        with open(args.out + ".tmp", "w") as f:
-            f.write(_markdown(cmd.strip(), env, c, table, decreasing, rows, table_final))
-        os.replace(args.out + ".tmp", args.out)
+        write_doc(args.out, _markdown(command("multistage_mmd.py", argv), env, c, table, decreasing, rows,
+                                      table_final))
     return rows
 
 

@@ -9,7 +9,6 @@ The EBM prior closes the hole when its MMD is well below the base's (issue 5 ask
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -18,7 +17,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hebm_ext as H  # noqa: E402
-from common import environment, markdown_table, write_json  # noqa: E402
+from common import (command, digits_batches, environment, markdown_table, study_args, study_setup,  # noqa: E402
+                    write_doc, write_json)
 
 DEFAULT = ["lebm", "joint-ebm:mcmc", "joint-ebm:variational", "diffusion-ebm"]
 
@@ -47,16 +47,10 @@ def measure(m, n_eval, seed):
 
 def run(spec, steps, seed, n_eval, overrides, eval_every=0):
     m = build(spec, seed, overrides)
-    train = H.data.Digits(split="train").images
-    g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     log = []
-    per_epoch = -(-train.shape[0] // m.config.batch_size)
-    for step in range(steps):
-        idx = torch.randint(0, train.shape[0], (m.config.batch_size,), generator=g)
-        out = m.train_step(train[idx])
-        if (step + 1) % per_epoch == 0:
-            m.end_epoch()  # the papers' per-epoch learning-rate schedules
+    for step, x in zip(range(steps), digits_batches(m, seed)):
+        out = m.train_step(x)
         if step % 100 == 0 or step == steps - 1:
             log.append({"step": step, **out})
         if eval_every and (step + 1) % eval_every == 0:
@@ -73,18 +67,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", nargs="+", default=DEFAULT)
     ap.add_argument("--steps", type=int, default=None, help="train steps per method (default: per method)")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-eval", type=int, default=1797, help="digits (test first, then train) / prior samples for "
                                                                 "the MMD")
     ap.add_argument("--eval-every", type=int, default=0, help="also measure every N steps (tuning)")
-    ap.add_argument("--set", nargs="*", default=[], help="config overrides key=value (python literals)")
-    ap.add_argument("--out", default=None, help="markdown file for the table (e.g. docs/PRIOR_HOLE.md)")
+    study_args(ap, "docs/PRIOR_HOLE.md", threads=None)
     args = ap.parse_args(argv)
-    import ast
-    overrides = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = study_setup(args)
     rows = []
     for spec in args.methods:
-        steps = args.steps or {"lebm": 1500, "joint-ebm:mcmc": 1200, "joint-ebm:variational": 4000,
+        steps = args.steps or {"lebm": 1500, "joint-ebm:mcmc": 1200, "joint-ebm:variational": 8000,
                               "diffusion-ebm": 8000}[spec]
         r = run(spec, steps, args.seed, args.n_eval, overrides, args.eval_every)
         print(f"{spec}: {steps} steps in {r['train_s']:.0f} s; MMD^2 prior {r['mmd_prior']:.4f}, "
@@ -99,12 +90,9 @@ def main(argv=None):
     write_json(os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "prior_hole.json"),
                {"env": env, "rows": rows, "args": vars(args)})
     if args.out:
-        with open(args.out + ".tmp", "w") as f:
-            f.write(f"# The prior hole on the embedded digits\n\nCommand: `python benchmarks/prior_hole.py "
-                    f"{' '.join(argv or sys.argv[1:])}`, {env['date']}, commit {env['commit']}, "
-                    f"{env['threads']} CPU threads ({env['cpu_capability']}).\n\n{__doc__.split(chr(10) + chr(10))[0]}\n\n"
-                    f"{table}\n")
-        os.replace(args.out + ".tmp", args.out)
+        write_doc(args.out, f"# The prior hole on the embedded digits\n\nCommand: `{command('prior_hole.py', argv)}`, "
+                            f"{env['date']}, commit {env['commit']}, {env['threads']} CPU threads "
+                            f"({env['cpu_capability']}).\n\n{__doc__.split(chr(10) + chr(10))[0]}\n\n{table}\n")
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Model builders shared by the sampler tests."""
+"""Model builders shared by the sampler tests, and the pieces shared by the method tests."""
 import torch
 
 import hebm_ext as H
@@ -68,3 +68,23 @@ def deep_ladder_prior(param="u", dtype=torch.float64, time_steps=0, soft_clamp=T
         for m, _ in heads:
             m.linears[-1].weight.mul_(out_scale)
     return H.LatentEBMPrior(dims, heads, base=ladder, param=param).to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------- method tests
+def digits_batch(n=16):
+    return H.data.Digits(split="train").images[:n]
+
+
+def params(m):
+    return {k: v.detach().clone() for k, v in m.named_parameters()}
+
+
+def assert_round_trip(m, twin, x):
+    """``twin`` loaded with m's state_dict takes the same next train_step as m, to the bit."""
+    torch.manual_seed(42)
+    a = m.train_step(x)
+    torch.manual_seed(42)
+    b = twin.train_step(x)
+    assert a == b
+    for (k, v), (k2, v2) in zip(m.state_dict()["modules"].items(), twin.state_dict()["modules"].items()):
+        assert k == k2 and torch.equal(v, v2), k

@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 
-import hebm_ext as H
 from hebm_ext import methods
+from helpers import assert_round_trip, digits_batch, params
 
 CASES = [("lebm", {}), ("joint-ebm", {"scheme": "mcmc"}), ("joint-ebm", {"scheme": "variational", "refine_steps": 2}),
          ("diffusion-ebm", {"vae_steps": 2})]
@@ -15,17 +15,9 @@ SMALL = {"lebm": dict(e_l_steps=5, g_l_steps=5), "joint-ebm": dict(e_l_steps=5, 
          "diffusion-ebm": dict(e_l_steps=4)}
 
 
-def digits_batch(n=16):
-    return H.data.Digits(split="train").images[:n]
-
-
 def make(name, **kw):
     torch.manual_seed(0)
     return methods.create(name, "digits", **SMALL[name], **kw)
-
-
-def params(m):
-    return {k: v.detach().clone() for k, v in m.named_parameters()}
 
 
 @pytest.mark.parametrize("name,kw", CASES, ids=lambda v: v if isinstance(v, str) else str(v.get("scheme", "")))
@@ -51,13 +43,7 @@ def test_train_steps_shapes_and_round_trip(name, kw):
     state = m.state_dict()
     twin = make(name, **kw)
     twin.load_state_dict(state)
-    torch.manual_seed(42)
-    a = m.train_step(x)
-    torch.manual_seed(42)
-    b = twin.train_step(x)
-    assert a == b
-    for (k, v), (k2, v2) in zip(m.state_dict()["modules"].items(), twin.state_dict()["modules"].items()):
-        assert k == k2 and torch.equal(v, v2), k
+    assert_round_trip(m, twin, x)
 
 
 def test_create_errors():

@@ -12,6 +12,7 @@ from hebm_ext import methods
 from hebm_ext.sampling import program as prog
 from hebm_ext.sampling.fused import fused_unsupported_reason
 from hebm_ext.sampling.reference import dual_mcmc_x_loop, dual_mcmc_z_loop
+from helpers import assert_round_trip, digits_batch, params
 
 SMALL = {
     # 3 stages of 2, 3 and 2 iterations: the round trip's next step switches from stage 1 to stage 2
@@ -32,17 +33,9 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def digits_batch(n=16):
-    return H.data.Digits(split="train").images[:n]
-
-
 def make(name, **kw):
     torch.manual_seed(0)
     return methods.create(name, "digits", **{**SMALL[name], **kw})
-
-
-def params(m):
-    return {k: v.detach().clone() for k, v in m.named_parameters()}
 
 
 @pytest.mark.parametrize("name,kw", CASES, ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())))
@@ -75,13 +68,7 @@ def test_train_steps_shapes_and_round_trip(name, kw):
     replay = m.replay.clone() if hasattr(m, "replay") else None
     twin = make(name, **kw)
     twin.load_state_dict(state)
-    torch.manual_seed(42)
-    a = m.train_step(x)
-    torch.manual_seed(42)
-    b = twin.train_step(x)
-    assert a == b
-    for (k, v), (k2, v2) in zip(m.state_dict()["modules"].items(), twin.state_dict()["modules"].items()):
-        assert k == k2 and torch.equal(v, v2), k
+    assert_round_trip(m, twin, x)
     if name == "multistage-nce":
         assert m.stage == twin.stage == 2 and twin.heads[1].linears[0].weight.requires_grad is False
         if kw.get("prior_sampling") == "persistent":
