@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -62,7 +63,7 @@ def test_sample_and_eval(trained, tmp_path):
     out = str(tmp_path / "s.png")
     hebm("sample", ck, "-n", "16", "--out", out, "--tensor")
     assert os.path.getsize(out) > 0 and torch.load(str(tmp_path / "s.pt")).shape == (16, 1, 8, 8)
-    p = hebm("eval", ck, "--fid", "--mse", "-n", "100", "--out", str(tmp_path / "m.json"))
+    hebm("eval", ck, "--fid", "--mse", "-n", "100", "--out", str(tmp_path / "m.json"))
     res = json.load(open(tmp_path / "m.json"))
     assert res["digits_fid"] > 0 and res["mse"] > 0 and "digits_fid_gaussian_prior" in res
     with pytest.raises(ValueError, match="not a hebm_ext checkpoint|could not be read"):
@@ -123,11 +124,22 @@ def test_anomaly_protocol(tmp_path):
     assert 0 <= res["anomaly_auprc"] <= 1 and 0 <= res["anomaly_auroc"] <= 1 and res["anomaly_anomalies"] > 100
 
 
+# the launcher's local TCP rendezvous can lose a race for its port (known flakes of torch.distributed's own tests):
+# such a launch is retried once, with a warning; any other failure fails the test
+_TRANSPORT_FLAKES = ("Address already in use", "Connection closed by peer", "Connection reset by peer",
+                     "Connection refused")
+
+
 def _torchrun(*args, timeout=300):
     e = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for attempt in range(2):
+        p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout)
+        out = p.stdout[-3000:] + p.stderr[-3000:]
+        if p.returncode == 0 or attempt or not any(f in p.stdout + p.stderr for f in _TRANSPORT_FLAKES):
+            break
+        warnings.warn(f"torchrun launch failed on the local transport, retrying once:\n{out}")
+    assert p.returncode == 0, out
     return p
 
 
