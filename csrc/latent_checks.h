@@ -1,11 +1,14 @@
-// Argument checks and descriptor parsing of hebm::latent_langevin, shared by the CPU and CUDA launchers.
+// Argument checks and descriptor parsing of hebm::latent_langevin, the contiguous inputs and the outputs, and the
+// block program's arguments: shared by the CPU and CUDA launchers and the block emulation.
 // Every error names the argument, what was expected and what was given.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <limits>
 #include <string>
 
+#include "core/block_sampler.h"
 #include "core/program.h"
 #include "core/schedule.h"
 
@@ -70,6 +73,49 @@ inline LatentCall check_latent_call(const at::Tensor& y0, const at::Tensor& cond
                 rng.scalar_type(), " ", rng.sizes(), " on ", rng.device());
   }
   return c;
+}
+
+// The op's call: checked and parsed, its tensors contiguous, its outputs (out like y0; the trace [S, B, 2] of NaN
+// when asked, else empty) allocated.
+struct LatentTensors {
+  LatentCall c;
+  at::Tensor y0, cond, params, timesteps, noise, rng, out, trace;
+};
+
+inline LatentTensors prepare_latent(const at::Tensor& y0, const at::Tensor& cond, const at::Tensor& params,
+                                    at::IntArrayRef program, at::ArrayRef<double> schedule, at::IntArrayRef steps,
+                                    const at::Tensor& timesteps, const at::Tensor& noise, const at::Tensor& rng,
+                                    bool trace) {
+  LatentTensors t;
+  t.c = check_latent_call(y0, cond, params, program, schedule, steps, timesteps, noise, rng);
+  t.y0 = y0.contiguous();
+  t.cond = cond.contiguous();
+  t.params = params.contiguous();
+  t.timesteps = timesteps.contiguous();
+  t.noise = noise.contiguous();
+  t.rng = rng.contiguous();
+  t.out = at::empty_like(t.y0);
+  t.trace = trace ? at::full({t.c.S, t.c.B, 2}, std::numeric_limits<double>::quiet_NaN(), t.y0.options())
+                  : at::empty({0}, t.y0.options());
+  return t;
+}
+
+// The block program's arguments (csrc/core/block_sampler.h) but its shared-memory layout, which the launcher picks.
+template <typename T>
+core::BlockArgs<T> block_args(const LatentTensors& t) {
+  core::BlockArgs<T> a;
+  a.prog = t.c.prog;
+  a.sched = t.c.sched;
+  a.params = t.params.data_ptr<T>();
+  a.y0 = t.y0.data_ptr<T>();
+  a.cond = t.cond.numel() ? t.cond.data_ptr<T>() : nullptr;
+  a.tsel = t.c.per_chain ? t.timesteps.data_ptr<int64_t>() : nullptr;
+  a.noise = t.c.explicit_noise ? t.noise.data_ptr<T>() : nullptr;
+  a.rng = t.c.explicit_noise ? nullptr : t.rng.data_ptr<int64_t>();
+  a.out = t.out.data_ptr<T>();
+  a.trace = t.trace.numel() ? t.trace.data_ptr<T>() : nullptr;
+  a.B = t.c.B;
+  return a;
 }
 
 }  // namespace hebm

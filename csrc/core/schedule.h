@@ -60,6 +60,22 @@ HEBM_HD T langevin_update(T y, T y_cond, T grad, T xi, T c1, T c2, T h, T n) {
   return c1 * y + c2 * y_cond + h * grad + n * xi;
 }
 
+// The arguments of hebm::langevin_update (one step of the update rule over B chains of D elements), the same for
+// the CPU and CUDA kernels. Noise: the explicit tensor when given, else Philox normals at counter offset + step
+// (csrc/core/philox.h) when n != 0, else none.
+template <typename T>
+struct UpdateArgs {
+  const T* y;          // [B, D]
+  const T* cond;       // [B, D], or null (no y_cond term)
+  const T* grad;       // [B, D]
+  const T* noise;      // [B, D], or null
+  const int64_t* rng;  // [seed, offset] in the kernel's memory (device memory on CUDA), null with explicit noise
+  T* out;              // [B, D]
+  int64_t B, D;
+  int64_t step;        // the global Langevin step index
+  T c1, c2, h, n;
+};
+
 // Per-chain coefficients of one timestep at the precision of the kernel.
 template <typename T>
 struct StepCoeffs {

@@ -46,23 +46,10 @@ struct HostCtx {
 };
 
 template <typename T>
-void emulate(const LatentCall& c, const at::Tensor& y0, const at::Tensor& cond, const at::Tensor& params,
-             const at::Tensor& timesteps, const at::Tensor& noise, const at::Tensor& rng, at::Tensor& out,
-             at::Tensor& trace, int threads, int tile, int stage_rows) {
-  core::BlockArgs<T> a;
-  a.prog = c.prog;
-  a.sched = c.sched;
-  a.lay = core::block_layout(c.prog, tile, core::block_stage_elems(c.prog, stage_rows));
-  a.params = params.data_ptr<T>();
-  a.y0 = y0.data_ptr<T>();
-  a.cond = cond.numel() ? cond.data_ptr<T>() : nullptr;
-  a.tsel = c.per_chain ? timesteps.data_ptr<int64_t>() : nullptr;
-  a.noise = c.explicit_noise ? noise.data_ptr<T>() : nullptr;
-  a.rng = c.explicit_noise ? nullptr : rng.data_ptr<int64_t>();
-  a.out = out.data_ptr<T>();
-  a.trace = trace.numel() ? trace.data_ptr<T>() : nullptr;
-  a.B = c.B;
-  const int64_t blocks = (c.B + tile - 1) / tile;
+void emulate(const LatentTensors& call, int threads, int tile, int stage_rows) {
+  core::BlockArgs<T> a = block_args<T>(call);
+  a.lay = core::block_layout(a.prog, tile, core::block_stage_elems(a.prog, stage_rows));
+  const int64_t blocks = (a.B + tile - 1) / tile;
   std::vector<T> smem(size_t(a.lay.total));
   Barrier bar(threads);
   std::vector<std::thread> team;
@@ -84,20 +71,16 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_block_emulation(
     const at::Tensor& y0_, const at::Tensor& cond_, const at::Tensor& params_, at::IntArrayRef program,
     at::ArrayRef<double> schedule, at::IntArrayRef steps, const at::Tensor& timesteps_, const at::Tensor& noise_,
     const at::Tensor& rng, bool trace_flag, int64_t threads, int64_t tile, int64_t stage_rows) {
-  const LatentCall c = check_latent_call(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng);
   TORCH_CHECK(threads >= 1 && threads <= 1024, "threads must be in [1, 1024], got ", threads);
   TORCH_CHECK(tile >= 1 && tile <= core::kBlockMaxTile, "tile must be in [1, ", core::kBlockMaxTile, "], got ", tile);
   TORCH_CHECK(stage_rows >= 1 && stage_rows <= core::kBlockMaxJC, "stage_rows must be in [1, ", core::kBlockMaxJC, "]");
-  const at::Tensor y0 = y0_.contiguous(), cond = cond_.contiguous(), params = params_.contiguous();
-  const at::Tensor timesteps = timesteps_.contiguous(), noise = noise_.contiguous();
-  at::Tensor out = at::empty_like(y0);
-  at::Tensor trace = trace_flag ? at::full({c.S, c.B, 2}, std::numeric_limits<double>::quiet_NaN(), y0.options())
-                                : at::empty({0}, y0.options());
-  if (c.B == 0) return {out, trace};
-  AT_DISPATCH_FLOATING_TYPES(y0.scalar_type(), "latent_langevin_block_emulation", [&] {
-    emulate<scalar_t>(c, y0, cond, params, timesteps, noise, rng, out, trace, int(threads), int(tile), int(stage_rows));
+  const LatentTensors t = prepare_latent(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng,
+                                         trace_flag);
+  if (t.c.B == 0) return {t.out, t.trace};
+  AT_DISPATCH_FLOATING_TYPES(t.y0.scalar_type(), "latent_langevin_block_emulation", [&] {
+    emulate<scalar_t>(t, int(threads), int(tile), int(stage_rows));
   });
-  return {out, trace};
+  return {t.out, t.trace};
 }
 
 }  // namespace cpu

@@ -74,11 +74,10 @@ int choose_tile(int64_t B) {
 }
 
 template <typename T>
-void run_cpu(const LatentCall& c, const at::Tensor& y0, const at::Tensor& cond, const at::Tensor& params,
-             const at::Tensor& timesteps, const at::Tensor& noise, const at::Tensor& rng, at::Tensor& out,
-             at::Tensor& trace) {
+void run_cpu(const LatentTensors& call) {
+  const LatentCall& c = call.c;
   const core::ProgramDesc& p = c.prog;
-  const T* P = params.data_ptr<T>();
+  const T* P = call.params.data_ptr<T>();
 
   // Repack every linear layer (transposed and zero-padded copies; see CpuLinear).
   std::vector<int> out_pad(p.n_lin), in_pad(p.n_lin);
@@ -131,17 +130,17 @@ void run_cpu(const LatentCall& c, const at::Tensor& y0, const at::Tensor& cond, 
   a.sched = c.sched;
   a.params = P;
   a.lin = lins.data();
-  a.y0 = y0.data_ptr<T>();
-  a.cond = cond.numel() ? cond.data_ptr<T>() : nullptr;
-  a.tsel = c.per_chain ? timesteps.data_ptr<int64_t>() : nullptr;
-  a.noise = c.explicit_noise ? noise.data_ptr<T>() : nullptr;
-  a.out = out.data_ptr<T>();
-  a.trace = trace.numel() ? trace.data_ptr<T>() : nullptr;
+  a.y0 = call.y0.data_ptr<T>();
+  a.cond = call.cond.numel() ? call.cond.data_ptr<T>() : nullptr;
+  a.tsel = c.per_chain ? call.timesteps.data_ptr<int64_t>() : nullptr;
+  a.noise = c.explicit_noise ? call.noise.data_ptr<T>() : nullptr;
+  a.out = call.out.data_ptr<T>();
+  a.trace = call.trace.numel() ? call.trace.data_ptr<T>() : nullptr;
   a.B = c.B;
   a.seed = 0;
   a.offset = 0;
   if (!c.explicit_noise) {
-    const int64_t* r = rng.data_ptr<int64_t>();
+    const int64_t* r = call.rng.data_ptr<int64_t>();
     a.seed = uint64_t(r[0]);
     a.offset = uint64_t(r[1]);
   }
@@ -166,25 +165,17 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cpu(const at::Tensor& y0_, co
                                                        at::ArrayRef<double> schedule, at::IntArrayRef steps,
                                                        const at::Tensor& timesteps_, const at::Tensor& noise_,
                                                        const at::Tensor& rng, bool trace_flag) {
-  const LatentCall c = check_latent_call(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng);
-  const at::Tensor y0 = y0_.contiguous();
-  const at::Tensor cond = cond_.contiguous();
-  const at::Tensor params = params_.contiguous();
-  const at::Tensor timesteps = timesteps_.contiguous();
-  const at::Tensor noise = noise_.contiguous();
+  const LatentTensors t = prepare_latent(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng,
+                                         trace_flag);
+  const LatentCall& c = t.c;
   if (c.per_chain) {
-    const int64_t* t = timesteps.data_ptr<int64_t>();
+    const int64_t* ts = t.timesteps.data_ptr<int64_t>();
     for (int64_t b = 0; b < c.B; ++b)
-      TORCH_CHECK(t[b] >= 0 && t[b] < c.sched.T, "latent_langevin: timesteps[", b, "] = ", t[b], " is outside [0, ", c.sched.T, ")");
+      TORCH_CHECK(ts[b] >= 0 && ts[b] < c.sched.T, "latent_langevin: timesteps[", b, "] = ", ts[b], " is outside [0, ", c.sched.T, ")");
   }
-  at::Tensor out = at::empty_like(y0);
-  at::Tensor trace = trace_flag ? at::full({c.S, c.B, 2}, std::numeric_limits<double>::quiet_NaN(), y0.options())
-                                : at::empty({0}, y0.options());
-  if (c.B == 0) return {out, trace};
-  AT_DISPATCH_FLOATING_TYPES(y0.scalar_type(), "latent_langevin_cpu", [&] {
-    run_cpu<scalar_t>(c, y0, cond, params, timesteps, noise, rng, out, trace);
-  });
-  return {out, trace};
+  if (c.B == 0) return {t.out, t.trace};
+  AT_DISPATCH_FLOATING_TYPES(t.y0.scalar_type(), "latent_langevin_cpu", [&] { run_cpu<scalar_t>(t); });
+  return {t.out, t.trace};
 }
 
 }  // namespace cpu

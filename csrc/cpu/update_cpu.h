@@ -5,21 +5,12 @@
 
 #include <stdint.h>
 
+#include "core/schedule.h"
+
 namespace hebm {
 namespace cpu {
 
-template <typename T>
-struct UpdateArgs {
-  const T* y;      // [B, D]
-  const T* cond;   // [B, D] or null (no y_cond term)
-  const T* grad;   // [B, D]
-  const T* noise;  // [B, D] or null (then Philox, when n != 0)
-  T* out;          // [B, D]
-  int64_t B, D;
-  uint64_t seed, step;  // step = rng offset + global step index
-  T c1, c2, h, n;
-  bool draw;       // Philox noise (no explicit noise and n != 0)
-};
+using core::UpdateArgs;  // csrc/core/schedule.h
 
 // Chains [b0, b1); xi: scratch of round_up(D, 4) elements.
 #define HEBM_DECLARE_UPDATE_NS(ns)                                                            \

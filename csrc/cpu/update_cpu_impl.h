@@ -12,7 +12,7 @@ namespace cpu {
 namespace HEBM_CPU_NS {
 
 template <typename T, bool COND, bool XI>
-static void rows(const UpdateArgs<T>& a, int64_t b0, int64_t b1, T* __restrict xi) {
+static void rows(const UpdateArgs<T>& a, uint64_t seed, uint64_t step, int64_t b0, int64_t b1, T* __restrict xi) {
   const int64_t D = a.D, G = (D + 3) / 4;
   const T c1 = a.c1, c2 = a.c2, h = a.h, n = a.n;
   for (int64_t b = b0; b < b1; ++b) {
@@ -26,7 +26,7 @@ static void rows(const UpdateArgs<T>& a, int64_t b0, int64_t b1, T* __restrict x
       if (a.noise) {
         x = a.noise + o;
       } else {
-        for (int64_t gi = 0; gi < G; ++gi) core::normal4<T>(a.seed, a.step, (uint64_t)b, (uint64_t)gi, xi + 4 * gi);
+        for (int64_t gi = 0; gi < G; ++gi) core::normal4<T>(seed, step, (uint64_t)b, (uint64_t)gi, xi + 4 * gi);
         x = xi;
       }
     }
@@ -37,13 +37,15 @@ static void rows(const UpdateArgs<T>& a, int64_t b0, int64_t b1, T* __restrict x
 
 template <typename T>
 static void update_rows_impl(const UpdateArgs<T>& a, int64_t b0, int64_t b1, T* xi) {
-  const bool xi_on = a.noise != nullptr || a.draw;
+  const bool draw = a.noise == nullptr && a.n != T(0);  // Philox normals at counter offset + step
+  const uint64_t seed = draw ? uint64_t(a.rng[0]) : 0, step = draw ? uint64_t(a.rng[1]) + uint64_t(a.step) : 0;
+  const bool xi_on = a.noise != nullptr || draw;
   if (a.cond) {
-    if (xi_on) rows<T, true, true>(a, b0, b1, xi);
-    else rows<T, true, false>(a, b0, b1, xi);
+    if (xi_on) rows<T, true, true>(a, seed, step, b0, b1, xi);
+    else rows<T, true, false>(a, seed, step, b0, b1, xi);
   } else {
-    if (xi_on) rows<T, false, true>(a, b0, b1, xi);
-    else rows<T, false, false>(a, b0, b1, xi);
+    if (xi_on) rows<T, false, true>(a, seed, step, b0, b1, xi);
+    else rows<T, false, false>(a, seed, step, b0, b1, xi);
   }
 }
 

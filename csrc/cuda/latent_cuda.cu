@@ -37,7 +37,8 @@ const char* fail(const char* what, cudaError_t e) {
 }  // namespace
 
 const char* latent_langevin_cuda_launch(const LatentCudaCall& c) {
-  const core::ProgramDesc& p = *c.prog;
+  const core::ProgramDesc& p = c.args.prog;
+  const int64_t B = c.args.B;
   int smem_optin = 0, sms = 0;
   cudaError_t e = cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c.device);
   if (e != cudaSuccess) return fail("cudaDeviceGetAttribute", e);
@@ -58,28 +59,17 @@ const char* latent_langevin_cuda_launch(const LatentCudaCall& c) {
              per_chain, stage, max_elems, p.max_width, p.D);
     return g_msg;
   }
-  int tile = c.tile_override > 0 ? c.tile_override : int((c.B + sms - 1) / sms);
+  int tile = c.tile_override > 0 ? c.tile_override : int((B + sms - 1) / sms);
   tile = tile < 1 ? 1 : tile;
   tile = tile > core::kBlockMaxTile ? core::kBlockMaxTile : tile;
   tile = tile > fit ? fit : tile;
 
-  core::BlockArgs<float> a;
-  a.prog = p;
-  a.sched = *c.sched;
+  core::BlockArgs<float> a = c.args;
   a.lay = core::block_layout(p, tile, stage);
-  a.params = c.params;
-  a.y0 = c.y0;
-  a.cond = c.cond;
-  a.tsel = c.tsel;
-  a.noise = c.noise;
-  a.rng = c.rng;
-  a.out = c.out;
-  a.trace = c.trace;
-  a.B = c.B;
   const size_t bytes = size_t(a.lay.total) * sizeof(float);
   e = cudaFuncSetAttribute(latent_langevin_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
   if (e != cudaSuccess) return fail("cudaFuncSetAttribute", e);
-  const unsigned blocks = unsigned((c.B + tile - 1) / tile);
+  const unsigned blocks = unsigned((B + tile - 1) / tile);
   latent_langevin_kernel<<<blocks, kThreads, bytes, static_cast<cudaStream_t>(c.stream)>>>(a);
   e = cudaGetLastError();
   if (e != cudaSuccess) return fail("kernel launch", e);

@@ -4,27 +4,16 @@
 
 #include <stdint.h>
 
-#include "core/program.h"
-#include "core/schedule.h"
+#include "core/block_sampler.h"
 
 namespace hebm {
 namespace cuda {
 
 struct LatentCudaCall {
-  const core::ProgramDesc* prog;
-  const core::ScheduleDesc* sched;
-  const float* params;
-  const float* y0;
-  const float* cond;       // or null
-  const int64_t* tsel;     // device, or null
-  const float* noise;      // or null
-  const int64_t* rng;      // device [seed, offset], or null with noise
-  float* out;
-  float* trace;            // or null
-  int64_t B;
+  core::BlockArgs<float> args;  // all but args.lay, which the launcher picks for the device (latent_checks.h fills it)
   int device;
-  void* stream;            // cudaStream_t
-  int tile_override;       // 0: choose
+  void* stream;                 // cudaStream_t
+  int tile_override;            // 0: choose
 };
 
 // Returns nullptr on success, else a message (the launch configuration did not fit, or a CUDA error).

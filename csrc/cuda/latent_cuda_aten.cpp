@@ -15,38 +15,20 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cuda(const at::Tensor& y0_, c
                                                         at::ArrayRef<double> schedule, at::IntArrayRef steps,
                                                         const at::Tensor& timesteps_, const at::Tensor& noise_,
                                                         const at::Tensor& rng_, bool trace_flag) {
-  const LatentCall c = check_latent_call(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng_);
-  TORCH_CHECK(y0_.scalar_type() == at::kFloat, "latent_langevin (CUDA): y0 must be float32, got ", y0_.scalar_type(),
-              " (float64 runs on the CPU kernel)");
   const c10::cuda::CUDAGuard guard(y0_.device());
-  const at::Tensor y0 = y0_.contiguous();
-  const at::Tensor cond = cond_.contiguous();
-  const at::Tensor params = params_.contiguous();
-  const at::Tensor timesteps = timesteps_.contiguous();
-  const at::Tensor noise = noise_.contiguous();
-  const at::Tensor rng = rng_.contiguous();
-  at::Tensor out = at::empty_like(y0);
-  at::Tensor trace = trace_flag ? at::full({c.S, c.B, 2}, std::numeric_limits<double>::quiet_NaN(), y0.options())
-                                : at::empty({0}, y0.options());
-  if (c.B == 0) return {out, trace};
+  const LatentTensors t = prepare_latent(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng_,
+                                         trace_flag);
+  TORCH_CHECK(t.y0.scalar_type() == at::kFloat, "latent_langevin (CUDA): y0 must be float32, got ",
+              t.y0.scalar_type(), " (float64 runs on the CPU kernel)");
+  if (t.c.B == 0) return {t.out, t.trace};
   LatentCudaCall call;
-  call.prog = &c.prog;
-  call.sched = &c.sched;
-  call.params = params.data_ptr<float>();
-  call.y0 = y0.data_ptr<float>();
-  call.cond = cond.numel() ? cond.data_ptr<float>() : nullptr;
-  call.tsel = c.per_chain ? timesteps.data_ptr<int64_t>() : nullptr;
-  call.noise = c.explicit_noise ? noise.data_ptr<float>() : nullptr;
-  call.rng = c.explicit_noise ? nullptr : rng.data_ptr<int64_t>();
-  call.out = out.data_ptr<float>();
-  call.trace = trace_flag ? trace.data_ptr<float>() : nullptr;
-  call.B = c.B;
-  call.device = y0.get_device();
-  call.stream = at::cuda::getCurrentCUDAStream(y0.get_device()).stream();
+  call.args = block_args<float>(t);
+  call.device = t.y0.get_device();
+  call.stream = at::cuda::getCurrentCUDAStream(t.y0.get_device()).stream();
   call.tile_override = 0;
   const char* err = latent_langevin_cuda_launch(call);
   TORCH_CHECK(err == nullptr, err);
-  return {out, trace};
+  return {t.out, t.trace};
 }
 
 }  // namespace cuda

@@ -15,29 +15,17 @@ namespace cuda {
 
 namespace {
 
-template <typename T>
-struct UpdateKernelArgs {
-  const T* __restrict__ y;
-  const T* __restrict__ cond;
-  const T* __restrict__ grad;
-  const T* __restrict__ noise;
-  const int64_t* __restrict__ rng;
-  T* __restrict__ out;
-  int64_t B, D, G;  // G = ceil(D / 4) groups per chain
-  int64_t step;
-  T c1, c2, h, n;
-};
-
 template <typename T, bool COND, int XI>  // XI: 0 no noise term, 1 explicit noise, 2 Philox
-__global__ void langevin_update_kernel(const UpdateKernelArgs<T> a) {
+__global__ void langevin_update_kernel(const core::UpdateArgs<T> a) {
+  const int64_t G = (a.D + 3) / 4;  // groups of four elements per chain (one Philox call each)
   uint64_t seed = 0, step = 0;
   if (XI == 2) {
     seed = static_cast<uint64_t>(a.rng[0]);
     step = static_cast<uint64_t>(a.rng[1]) + static_cast<uint64_t>(a.step);
   }
-  const int64_t total = a.B * a.G;
+  const int64_t total = a.B * G;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t b = i / a.G, g = i - b * a.G;
+    const int64_t b = i / G, g = i - b * G;
     T xi[4] = {T(0), T(0), T(0), T(0)};
     if (XI == 2) core::normal4<T>(seed, step, static_cast<uint64_t>(b), static_cast<uint64_t>(g), xi);
     const int64_t d0 = 4 * g;
@@ -57,30 +45,15 @@ constexpr int kThreads = 256;
 thread_local char g_msg[256];
 
 template <typename T>
-const char* launch(const UpdateCudaCall<T>& c) {
-  UpdateKernelArgs<T> a;
-  a.y = c.y;
-  a.cond = c.cond;
-  a.grad = c.grad;
-  a.noise = c.noise;
-  a.rng = c.rng;
-  a.out = c.out;
-  a.B = c.B;
-  a.D = c.D;
-  a.G = (c.D + 3) / 4;
-  a.step = c.step;
-  a.c1 = T(c.c1);
-  a.c2 = T(c.c2);
-  a.h = T(c.h);
-  a.n = T(c.n);
-  const int64_t total = a.B * a.G;
+const char* launch(const core::UpdateArgs<T>& a, void* stream) {
+  const int64_t total = a.B * ((a.D + 3) / 4);
   if (total == 0) return nullptr;
   const int64_t want = (total + kThreads - 1) / kThreads;
   const unsigned blocks = unsigned(want < 65535 ? want : 65535);  // the grid-stride loop covers the rest
-  cudaStream_t s = static_cast<cudaStream_t>(c.stream);
-  const int xi = c.noise ? 1 : (c.n != 0.0 ? 2 : 0);
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const int xi = a.noise ? 1 : (a.n != T(0) ? 2 : 0);
 #define HEBM_LAUNCH(COND, XI) langevin_update_kernel<T, COND, XI><<<blocks, kThreads, 0, s>>>(a)
-  if (c.cond) {
+  if (a.cond) {
     if (xi == 1) HEBM_LAUNCH(true, 1);
     else if (xi == 2) HEBM_LAUNCH(true, 2);
     else HEBM_LAUNCH(true, 0);
@@ -100,8 +73,12 @@ const char* launch(const UpdateCudaCall<T>& c) {
 
 }  // namespace
 
-const char* langevin_update_cuda_launch(const UpdateCudaCall<float>& c) { return launch<float>(c); }
-const char* langevin_update_cuda_launch(const UpdateCudaCall<double>& c) { return launch<double>(c); }
+const char* langevin_update_cuda_launch(const core::UpdateArgs<float>& a, void* stream) {
+  return launch<float>(a, stream);
+}
+const char* langevin_update_cuda_launch(const core::UpdateArgs<double>& a, void* stream) {
+  return launch<double>(a, stream);
+}
 
 }  // namespace cuda
 }  // namespace hebm

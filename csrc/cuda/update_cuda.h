@@ -4,26 +4,15 @@
 
 #include <stdint.h>
 
+#include "core/schedule.h"
+
 namespace hebm {
 namespace cuda {
 
-template <typename T>
-struct UpdateCudaCall {
-  const T* y;           // [B, D]
-  const T* cond;        // [B, D] or null
-  const T* grad;        // [B, D]
-  const T* noise;       // [B, D] or null (then Philox when n != 0)
-  const int64_t* rng;   // device [seed, offset], or null with noise
-  T* out;               // [B, D]
-  int64_t B, D;
-  int64_t step;         // global step index (added to the offset on the device)
-  double c1, c2, h, n;
-  void* stream;         // cudaStream_t
-};
-
-// Returns nullptr on success, else a message (a CUDA launch error).
-const char* langevin_update_cuda_launch(const UpdateCudaCall<float>& c);
-const char* langevin_update_cuda_launch(const UpdateCudaCall<double>& c);
+// Launches on ``stream`` (a cudaStream_t); a.rng is in device memory, read by the kernel, so that a captured CUDA
+// graph draws new noise when the rng tensor is refilled. Returns nullptr on success, else a message (a CUDA error).
+const char* langevin_update_cuda_launch(const core::UpdateArgs<float>& a, void* stream);
+const char* langevin_update_cuda_launch(const core::UpdateArgs<double>& a, void* stream);
 
 }  // namespace cuda
 }  // namespace hebm
