@@ -158,12 +158,12 @@ class DiffusionEBM(Method):
         u_t, u_next = self.diffuse(u0, t)
         u_neg = sample_prior(self.prior, u_next, self.schedule, cond=u_next, timesteps=t,
                              backend=c.prior_backend)
-        with torch.no_grad():
-            z_pos, z_neg = self.gen.ladder.z_from_u(u_t), self.gen.ladder.z_from_u(u_neg)
         opt = self.optimizers["e"]
         opt.zero_grad(set_to_none=True)
         s2 = self._step_size_square[t]
-        en_pos, en_neg = self.prior.energy(z_pos, t), self.prior.energy(z_neg, t)
+        # the prior's variable is u: energy(u, t) evaluates the heads once, at z = T(u) (6.6: z_pos = T(u_t),
+        # z_neg = T(u-)), exactly as the sampler does
+        en_pos, en_neg = self.prior.energy(u_t, t), self.prior.energy(u_neg, t)
         loss = ((en_pos - en_neg) / s2).mean()
         loss.backward()
         self._optimizer_step(opt)
