@@ -34,16 +34,17 @@ def _parse_overrides(items):
 
 
 # ---------------------------------------------------------------------------------------------------- train
-def _datasets(dataset, root, heldout_digit):
+def _datasets(config, root, heldout_digit):
     from . import data
     from .metrics import heldout_digit_split
 
+    dataset = config.dataset
     if heldout_digit is not None:
         if dataset not in ("mnist", "digits"):
             raise SystemExit("hebm: --heldout-digit is the MNIST anomaly protocol (datasets mnist and digits)")
-        parts = [data.open_dataset(dataset, root, "train"), data.open_dataset(dataset, root, "test")]
+        parts = [data.open_for(config, root, "train"), data.open_for(config, root, "test")]
         return heldout_digit_split(parts, heldout_digit)
-    return data.open_dataset(dataset, root, "train"), data.open_dataset(dataset, root, data.TEST_SPLIT[dataset])
+    return data.open_for(config, root, "train"), data.open_for(config, root, data.TEST_SPLIT[dataset])
 
 
 def cmd_train(args) -> int:
@@ -57,7 +58,7 @@ def cmd_train(args) -> int:
     method = methods.create(args.method, args.preset, **overrides).to(dist_info.device)
     hdist.broadcast_module(method)
     torch.manual_seed(args.seed + 7919 * dist_info.rank)  # chains and data augmentation differ across ranks
-    train_set, test_set = _datasets(method.config.dataset, args.data_root, args.heldout_digit)
+    train_set, test_set = _datasets(method.config, args.data_root, args.heldout_digit)
     out = args.out or os.path.join("runs", f"{args.method}-{args.preset}")
     opts = TrainOptions(out=out, max_steps=args.max_steps, data_root=args.data_root, log_every=args.log_every,
                         sample_every=args.sample_every, ckpt_every=args.ckpt_every, eval_every=args.eval_every,
@@ -122,7 +123,7 @@ def cmd_eval(args) -> int:
     root = args.data_root or opts.get("data_root")
     if not (args.fid or args.mse or args.anomaly):
         args.fid = args.mse = True
-    test = data.open_dataset(dataset, root, data.TEST_SPLIT[dataset])
+    test = data.open_for(m.config, root, data.TEST_SPLIT[dataset])
     res = {"checkpoint": args.checkpoint, "step": m.step}
     torch.manual_seed(args.seed)
     if args.fid:
@@ -141,7 +142,7 @@ def cmd_eval(args) -> int:
         digit = opts.get("heldout_digit")
         if digit is None:
             raise SystemExit("hebm eval --anomaly: the checkpoint was not trained with --heldout-digit")
-        parts = [data.open_dataset(dataset, root, "train"), data.open_dataset(dataset, root, "test")]
+        parts = [data.open_for(m.config, root, "train"), data.open_for(m.config, root, "test")]
         _, test_anom = heldout_digit_split(parts, digit)
         res.update({f"anomaly_{k}": v for k, v in evaluate.anomaly(m, test_anom, dist_info).items()})
     if dist_info.main:

@@ -357,3 +357,24 @@ def test_transforms_and_transform_argument():
     assert torch.equal(ds[0][0], ds.images[0].flip(-1) * 0.5)
     with pytest.raises(ValueError, match="`p`"):
         RandomHorizontalFlip(p=2.0)
+
+
+def test_method_configs_read_celeba_with_the_papers_crop_and_flip(tmp_path):
+    """dual-MCMC's celeba64 preset: its dataset.py crop box and random flips in training (none at test time);
+    the LEBM-protocol presets: the centre crop, no flips. open_for reads what the config says."""
+    from hebm_ext import data
+    from hebm_ext.methods import dual_mcmc, lebm as lebm_method
+    from hebm_ext.methods.base import make_config
+
+    make_celeba(str(tmp_path))
+    dual = make_config(dual_mcmc.DualMCMCConfig, dual_mcmc.PRESETS, "celeba64", {})
+    lebm = make_config(lebm_method.LEBMConfig, lebm_method.PRESETS, "celeba64", {})
+    assert (dual.crop, dual.hflip) == ("dual-mcmc", True) and (lebm.crop, lebm.hflip) == ("lebm", False)
+    train, test = data.open_for(dual, str(tmp_path), "train"), data.open_for(dual, str(tmp_path), "test")
+    assert train.crop == "dual-mcmc" and isinstance(train.transform, data.RandomHorizontalFlip)
+    assert test.transform is None
+    plain = CelebA64(str(tmp_path), split="train", crop="dual-mcmc")
+    torch.manual_seed(0)
+    flipped = [bool(torch.equal(train[0][0], plain[0][0].flip(-1))) for _ in range(40)]
+    assert 5 < sum(flipped) < 35  # about half of the reads are flipped
+    assert data.open_for(lebm, str(tmp_path), "train").crop == "lebm"

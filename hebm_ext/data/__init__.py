@@ -22,9 +22,10 @@ READERS = {"digits": Digits, "mnist": MNIST, "svhn": SVHN, "cifar10": CIFAR10, "
 TEST_SPLIT = {"digits": "test", "mnist": "test", "svhn": "test", "cifar10": "test", "celeba64": "test"}
 
 
-def open_dataset(name: str, root=None, split: str = "train", transform=None):
+def open_dataset(name: str, root=None, split: str = "train", transform=None, crop: str = "lebm"):
     """The reader for dataset ``name`` (digits, mnist, svhn, cifar10, celeba64); ``root`` is ignored for digits
-    and required for the others (a missing root or file raises FileNotFoundError saying what is expected)."""
+    and required for the others (a missing root or file raises FileNotFoundError saying what is expected).
+    ``crop``: CelebA-64's face crop ("lebm" or "dual-mcmc"; see CelebA64), ignored for the other datasets."""
     if name not in READERS:
         raise ValueError(f"dataset must be one of {sorted(READERS)}, got {name!r}")
     if name == "digits":
@@ -32,7 +33,16 @@ def open_dataset(name: str, root=None, split: str = "train", transform=None):
     if root is None:
         raise FileNotFoundError(f"dataset {name!r} needs --data-root: the directory that holds its files "
                                 f"(see hebm_ext.data.{READERS[name].__name__} for the expected layout)")
+    if name == "celeba64":
+        return CelebA64(root, split=split, crop=crop, transform=transform)
     return READERS[name](root, split=split, transform=transform)
 
 
-__all__ += ["READERS", "TEST_SPLIT", "open_dataset"]
+def open_for(config, root=None, split: str = "train"):
+    """The dataset of a method ``config`` (its ``dataset``, ``crop`` and, for the train split, ``hflip``:
+    hebm_ext.methods.base.DataOptions)."""
+    flip = RandomHorizontalFlip() if split == "train" and getattr(config, "hflip", False) else None
+    return open_dataset(config.dataset, root, split, transform=flip, crop=getattr(config, "crop", "lebm"))
+
+
+__all__ += ["READERS", "TEST_SPLIT", "open_dataset", "open_for"]

@@ -10,6 +10,15 @@ import torch
 from torch import nn
 
 
+@dataclasses.dataclass
+class DataOptions:
+    """How a method's training images are read: the readers' options, with the papers' values in the presets.
+    Every method config inherits these fields."""
+    crop: str = "lebm"    # CelebA-64 face crop: "lebm" (centre 140x140, the LEBM protocol) or "dual-mcmc" (the box
+    #                       (15, 40, 163, 188) of dual-MCMC's dataset.py); other datasets are not cropped
+    hflip: bool = False   # random horizontal flips of the training images (dual-MCMC's CelebA-64 training: True)
+
+
 class Diverged(RuntimeError):
     """A method's own stop rule fired (e.g. dual-MCMC's energy gap); trainers treat it as divergence."""
 

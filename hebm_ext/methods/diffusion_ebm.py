@@ -9,8 +9,11 @@ z_l = mu_l + sigma_l u_l), the posterior u_0 = u_from_z(z+), z+ ~ q(z | x), is d
 time-conditioned EBM head per layer sees z = T(u). The negatives come from the conditional Langevin chain
 (6.3, fused sampler in u-space, each chain at its own t):
     u- <- K steps of  u += 0.5 grad F(T(u), t) - 0.5 s_t^2 (r a (a u - u_{t+1}) / sigma^2 + u) + s_t xi,  u_init = u_{t+1}
-and the loss (6.6) is  mean_b [ (E(T(u_t), t) - E(T(u-), t)) / s_t^2 ]   (E = -F). Adam lr 4e-5, betas
-(0.99, 0.999), weight decay 3e-5; ExponentialLR 0.9 per epoch.
+and the loss (6.6) is  mean_b [ (E(T(u_t), t) - E(T(u-), t)) / s_t^2 ]   (E = -F; the heads see T(u) once, as the
+sampler does). Adam lr 4e-5, betas (0.99, 0.999), weight decay 3e-5; ExponentialLR 0.9 per epoch.
+python_tests/test_paper_steps.py checks both stages' steps against Trainer.py's ``train_fn``, line by line.
+Paper presets: spectral norm on the heads' linear layers (ebm_net.py; the fused sampler reads W / sigma(W) as it
+stands, without the power iteration the code's train-mode forwards run inside Langevin) and sigma_top = 1.01.
 Sampling (6.7): u_T ~ N(0, I), the annealed T x K Langevin chain down to u_0 (fused, one launch), z = T(u_0), x = g(z_1).
 """
 from __future__ import annotations
@@ -21,12 +24,12 @@ import torch
 
 from .. import nn as hnn
 from ..sampling import LangevinSchedule, sample_prior
-from .base import Method, adam, check_positive, make_config
+from .base import DataOptions, Method, adam, check_positive, make_config
 from .hvae import MultiLayerGenerator
 
 
 @dataclass
-class DiffusionEBMConfig:
+class DiffusionEBMConfig(DataOptions):
     dataset: str = "digits"
     z_dims: tuple = (8, 16)        # latent layers, TOP first
     ngf: int = 32
@@ -35,7 +38,7 @@ class DiffusionEBMConfig:
     ladder_depth: int = 2
     ladder_activation: str = "lrelu"
     sigma_min: float = 0.01
-    sigma_top: float = 1.0
+    sigma_top: float = 1.0         # NVAE's top Normal(0, 0): exp(0) + 0.01 = 1.01 in the paper presets
     soft_clamp: bool = True        # NVAE's 5 tanh(x/5) on mu and log sigma (6.1)
     g_llhd_sigma: float = 0.3
     vae_steps: int = 1000          # stage 1 length, in train_steps
@@ -47,6 +50,7 @@ class DiffusionEBMConfig:
     head_hidden: int = 200
     head_depth: int = 2
     e_activation: str = "silu"     # the paper's EBMs use SiLU
+    e_spectral_norm: bool = False  # spectral norm on every linear layer of the heads (ebm_net.py: True)
     e_lr: float = 4e-5
     e_betas: tuple = (0.99, 0.999)
     e_weight_decay: float = 3e-5
@@ -57,15 +61,18 @@ class DiffusionEBMConfig:
     preset: str = ""
 
 
+# the paper's EBMs and backbone (ebm_net.py: spectral norm on every layer; NVAE's top sigma exp(0) + 0.01)
+_PAPER = dict(e_spectral_norm=True, sigma_top=1.01)
 PRESETS = {
     # jcui1224/diffusion-hierarchical-ebm config.py a100_cifar10 (ALGORITHMS.md 6.2-6.6); an MLP ladder stands in
     # for the pretrained NVAE
-    "cifar10": dict(dataset="cifar10", z_dims=(64, 128, 128), ngf=64, nif=64, ladder_hidden=256, head_hidden=200),
+    "cifar10": dict(dataset="cifar10", z_dims=(64, 128, 128), ngf=64, nif=64, ladder_hidden=256, head_hidden=200,
+                    **_PAPER),
     # the CIFAR-10 recipe on the other datasets of the package
-    "svhn": dict(dataset="svhn", z_dims=(64, 128, 128), ngf=64, nif=64, ladder_hidden=256),
+    "svhn": dict(dataset="svhn", z_dims=(64, 128, 128), ngf=64, nif=64, ladder_hidden=256, **_PAPER),
     "celeba64": dict(dataset="celeba64", z_dims=(64, 128, 128), ngf=128, nif=64, ladder_hidden=256,
-                     e_l_steps=30, b_square=2e-5, e_gamma=0.98),
-    "mnist": dict(dataset="mnist", z_dims=(16, 32), ngf=64, nif=32),
+                     e_l_steps=30, b_square=2e-5, e_gamma=0.98, **_PAPER),
+    "mnist": dict(dataset="mnist", z_dims=(16, 32), ngf=64, nif=32, **_PAPER),
     # the embedded digits, minutes on a CPU (larger step size b and learning rate than CIFAR-10, decayed per epoch)
     "digits": dict(dataset="digits", z_dims=(4, 8), ngf=32, nif=32, ladder_hidden=64, vae_steps=1000, vae_lr=2e-3,
                    head_hidden=64, head_depth=2, e_l_steps=30, b_square=1e-3, e_lr=1e-4, e_betas=(0.9, 0.999),
@@ -87,7 +94,8 @@ class DiffusionEBM(Method):
         self.gen = MultiLayerGenerator(c.dataset, dims, c.ngf, c.ladder_hidden, c.ladder_depth, c.ladder_activation,
                                        c.sigma_min, c.sigma_top, c.soft_clamp, encoder=True, nif=c.nif)
         self.image_shape = self.gen.image_shape
-        self.heads = torch.nn.ModuleList(hnn.EnergyMLP(d, c.head_hidden, c.head_depth, c.e_activation, time_steps=c.T)
+        self.heads = torch.nn.ModuleList(hnn.EnergyMLP(d, c.head_hidden, c.head_depth, c.e_activation,
+                                                       spectral_norm=c.e_spectral_norm, time_steps=c.T)
                                          for d in dims)
         self.prior = hnn.LatentEBMPrior(dims, [(f, l) for l, f in enumerate(self.heads)], base=self.gen.ladder,
                                         param="u")
@@ -95,7 +103,7 @@ class DiffusionEBM(Method):
         self.schedule = LangevinSchedule.recovery_likelihood(c.T, c.e_l_steps, c.b_square, form="hierarchical")
         ex = self.schedule.extras
         for k in ("a_s", "sigmas", "a_s_cum", "sigmas_cum", "step_size_square"):
-            self.register_buffer(f"_{k}", torch.tensor(ex[k], dtype=torch.float32), persistent=False)
+            self.register_buffer(f"_{k}", torch.tensor(ex[k], dtype=torch.get_default_dtype()), persistent=False)
         self.optimizers = {"vae": adam(self.gen.parameters(), c.vae_lr, c.vae_betas),
                            "e": adam(self.heads.parameters(), c.e_lr, c.e_betas, c.e_weight_decay)}
         self.schedulers = {"e": torch.optim.lr_scheduler.ExponentialLR(self.optimizers["e"], c.e_gamma)}

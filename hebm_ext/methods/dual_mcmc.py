@@ -12,11 +12,12 @@ The two MCMC teachers (5.3), both on the generic engine (hebm_ext.langevin):
         R = sum (G(z) - x)^2 (no 1/2) = langevin(generator_posterior(G, x, prior=None, sigma, mse_factor=1.0),
         reparameterised q sample, LangevinSchedule.decoupled(K_z, s_z, n_z))
 
-One iteration (5.4, in the code's order; batch B):
-    noise ~ N(0, I);  x_s = G(noise)                                     (the graph is kept for errSample)
-    (mu, logvar) = I(x);  z = mu + exp(logvar / 2) eps;  z' = T^z(z, x);  x_s' = T^x(x_s)
+One iteration (5.4, in the code's order: train.py ``fit``; batch B):
+    noise ~ N(0, I);  x_s = G(noise) (the graph is kept for errSample);  x_s' = T^x(x_s)      (the x-chain FIRST)
+    (mu, logvar) = I(x);  z = mu + exp(logvar / 2) eps;  z' = T^z(z, x)
     G:  errG = Gfactor sum (G(z') - x)^2 / B + Sfactor sum (x_s - x_s')^2 / B
-    I:  errI = Gfactor mean NLL(z'; mu(x), logvar(x)) + Ifactor mean NLL(noise; I(x_s'))
+    I:  errI = Gfactor mean NLL(z'; mu(x), logvar(x)) + Ifactor mean NLL(noise; I(x_s')),
+        NLL(z; mu, lv) = 0.5 sum lv + 0.5 sum (z - mu)^2 / (1e-6 + exp(lv))      (the code's diag_normal_NLL)
     E:  x_f' = T^x(G(noise)) with the UPDATED G (fine_tune; else x_f' = G(noise));
         errE = (mean E(x) - mean E(x_f')) / mcmc_temp         (use_temp; else without the division)
     stop rule: |mean E(x) - mean E(x_f')| > stop_threshold (1e4) or a NaN loss -> base.Diverged
@@ -24,13 +25,10 @@ Adam betas (0, 0.9): G 3e-4 (weight decay 5e-4), E 1e-4, I 1e-4 (weight decay 5e
 Sampling for evaluation (5.4): x = T^x(G(z)), z ~ N(0, I) (task_fid.py: K_x = 70, s_x = 0.4: sample_l_steps,
 sample_l_step_size); images are clamped to [-1, 1] as the FID code does.
 
-Where we differ from the code, and why:
-    (Not a difference: ALGORITHMS.md 5.4 lists the x-chain first, train.py runs the z-chain first, as we do; the
-    order only changes which random numbers each chain draws.)
-    NLL is base.gaussian_nll: it adds the constant 0.5 log(2 pi) per dimension and divides by exp(logvar) instead
-    of 1e-6 + exp(logvar); the gradients agree unless a variance reaches ~1e-6.
-    The code's `E(x)` logged under no_grad after the G step (one more power iteration of the spectral norm) is
-    kept, so that the spectral-norm vectors follow the same sequence of forwards.
+python_tests/test_paper_steps.py checks one iteration against train.py's ``fit``, line by line (same draws in the
+same order: noise, the x-chain's, eps, the z-chain's, the E-step x-chain's).
+The code's `E(x)` logged under no_grad after the G step (one more power iteration of the spectral norm) is kept,
+so that the spectral-norm vectors follow the same sequence of forwards.
 BatchNorm (ALGORITHMS.md 10.5), config bn_mode:
     "train" (faithful): the code never calls .eval(): G's BatchNorm uses batch statistics everywhere, inside the
         z-chain (BN couples the chains of a batch and updates the running statistics at every step), for the
@@ -54,13 +52,18 @@ import torch
 from .. import nn as hnn
 from ..sampling import LangevinSchedule, langevin
 from ..sampling.targets import data_ebm_target, generator_posterior
-from .base import Diverged, Method, adam, check_positive, gaussian_nll, make_config, reparameterize
+from .base import DataOptions, Diverged, Method, adam, check_positive, make_config, reparameterize
 
 BN_MODES = ("train", "eval")
 
 
+def diag_normal_nll(z, mu, logvar):
+    """The code's ``diag_normal_NLL`` [B]: 0.5 sum logvar + 0.5 sum (z - mu)^2 / (1e-6 + exp(logvar)) (no constant)."""
+    return 0.5 * logvar.flatten(1).sum(1) + 0.5 * ((z - mu) ** 2 / (1e-6 + torch.exp(logvar))).flatten(1).sum(1)
+
+
 @dataclass
-class DualMCMCConfig:
+class DualMCMCConfig(DataOptions):
     dataset: str = "digits"
     nz: int = 128
     ngf: int = 512                   # generator width (ResNetGenerator)
@@ -101,8 +104,9 @@ class DualMCMCConfig:
 PRESETS = {
     # jcui1224/dual-MCMC config.py cifar10_config (ALGORITHMS.md 5.2-5.4)
     "cifar10": dict(dataset="cifar10", nz=128, ngf=512, ndf=512, nif=128, e_l_step_size=0.5, Sfactor=50.0),
-    # celeba64_config
-    "celeba64": dict(dataset="celeba64", nz=128, ngf=1024, ndf=1024, nif=128, e_l_step_size=0.3, Sfactor=70.0),
+    # celeba64_config; dataset.py: the crop box (15, 40, 163, 188), resize 64, random horizontal flips in training
+    "celeba64": dict(dataset="celeba64", nz=128, ngf=1024, ndf=1024, nif=128, e_l_step_size=0.3, Sfactor=70.0,
+                     crop="dual-mcmc", hflip=True),
     # the embedded digits (ours), minutes on a CPU: the 8x8 variants of the networks (nn.ResNetGenerator and
     # nn.DataEBM "digits") at width 32, and learning rates 3-30x CIFAR-10's so that a few hundred iterations (the
     # paper trains ~150k) teach the EBM something; the chains, factors and betas are CIFAR-10's
@@ -168,13 +172,13 @@ class DualMCMC(Method):
         G, E, I = self.generator, self.ebm, self.inference
         opt_g, opt_e, opt_i = self.optimizers["g"], self.optimizers["e"], self.optimizers["i"]
 
-        # G step: fit (data x, revised z') and (revised x_s', the noise that generated it)
-        opt_g.zero_grad(set_to_none=True)
+        # G step: fit (data x, revised z') and (revised x_s', the noise that generated it); the x-chain runs first
         noise = torch.randn(B, c.nz, device=self.device)
         samples = G(noise)
+        samples_corr = self.x_chain(samples)
+        opt_g.zero_grad(set_to_none=True)
         mu, logvar = I(x)
         z_corr = self.z_chain(reparameterize(mu, logvar), x)
-        samples_corr = self.x_chain(samples)
         err_recon = ((G(z_corr) - x) ** 2).sum() / B
         err_sample = ((samples - samples_corr) ** 2).sum() / B
         err_g = c.Gfactor * err_recon + c.Sfactor * err_sample
@@ -185,9 +189,9 @@ class DualMCMC(Method):
 
         # I step: q learns from the z-chain on data and from the x-chain's (x_s', noise) pairs
         opt_i.zero_grad(set_to_none=True)
-        neg_log_q_z = gaussian_nll(z_corr, mu, logvar).mean()
+        neg_log_q_z = diag_normal_nll(z_corr, mu, logvar).mean()
         mu_g, logvar_g = I(samples_corr)
-        err_latent = gaussian_nll(noise, mu_g, logvar_g).mean()
+        err_latent = diag_normal_nll(noise, mu_g, logvar_g).mean()
         err_i = c.Gfactor * neg_log_q_z + c.Ifactor * err_latent
         err_i.backward()
         self._optimizer_step(opt_i)

@@ -7,7 +7,7 @@ scheme="mcmc" (the paper's joint training), one iteration:
     z+ <- posterior Langevin over all layers from N(0, I): K = 40, s = 0.1 on log p(x|z) + log p(z)   (generic)
     z- <- prior Langevin over all layers from N(0, I): K = 60, s = 0.4 on log p(z)                     (fused)
     L_G1 = (1/(2 sigma^2)) mean_b sum (g(z1+) - x)^2                        decoder, Adam 1e-4
-    L_G2 = mean log p_beta(z-) - mean log p_beta(z+)                          ladder, Adam 1e-4
+    L_G2 = mean log p_beta(z-) - mean log p_beta(z+)   (the conditionals only, as the code's netG[1].loss)  ladder
     L_E  = mean_l [mean E_l(z_l+) - mean E_l(z_l-)]                            heads, Adam 2e-5
 scheme="variational" (the inference model amortises the posterior; ICCV-23 3.4 gives the optimiser settings):
     z_q ~ q(z | x) (ladder encoder, reparameterised); z+ = z_q, optionally refined by `refine_steps` posterior
@@ -31,14 +31,14 @@ import torch
 from .. import nn as hnn
 from ..sampling import LangevinSchedule, langevin, sample_prior
 from ..sampling.targets import generator_posterior
-from .base import Method, adam, check_positive, make_config
+from .base import DataOptions, Method, adam, check_positive, make_config
 from .hvae import MultiLayerGenerator
 
 SCHEMES = ("mcmc", "variational")
 
 
 @dataclass
-class JointEBMConfig:
+class JointEBMConfig(DataOptions):
     dataset: str = "digits"
     scheme: str = "mcmc"
     z_dims: tuple = (8, 16)          # latent layers, TOP first (3.1: z2 = 100 on top, z1 = 128)
@@ -172,7 +172,9 @@ class JointEBM(Method):
             self._optimizer_step(opt)
             opt = self.optimizers["ladder"]
             opt.zero_grad(set_to_none=True)
-            loss_g2 = self.gen.ladder.log_prob(z_neg).mean() - self.gen.ladder.log_prob(z_pos).mean()
+            # the code's _netGzi_mlp.loss: sum_l log p(z_l | z_{l-1}) only (the top N(0, 1.01^2) has no parameter)
+            loss_g2 = (self.gen.ladder.log_prob(z_neg, top=False).mean()
+                       - self.gen.ladder.log_prob(z_pos, top=False).mean())
             loss_g2.backward()
             self._optimizer_step(opt)
             out.update(loss_g1=loss_g1.item(), loss_g2=loss_g2.item(),

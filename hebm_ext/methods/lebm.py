@@ -3,11 +3,14 @@
     p(z) = exp(-E(z)) N(z; 0, sigma_p^2 I) / Z,      p(x | z) = N(g(z), sigma^2 I)
 
 One iteration (1.2-1.3, in the code's order):
-    z+ <- posterior Langevin from N(0, I): K1 steps of size s1 on log p(x|z) + log p(z)      (generic engine)
-    z- <- prior Langevin from N(0, e_init_sig^2 I): K0 steps of size s0 on log p(z)           (fused sampler)
+    z+_0, z-_0 ~ N(0, e_init_sig^2 I), both drawn first (the code's ``sample_p_0`` twice)
+    z+ <- posterior Langevin from z+_0: K1 steps of size s1 on log p(x|z) + log p(z)          (generic engine)
+    z- <- prior Langevin from z-_0: K0 steps of size s0 on log p(z)                           (fused sampler)
     generator:  loss_g = sum ||g(z+) - x||^2 / B        (the 1/(2 sigma^2) is absorbed in the learning rate)
     EBM:        loss_e = mean E(z+) - mean E(z-)
-Adam (betas 0.5, 0.999): generator 1e-4, EBM 2e-5; ExponentialLR 0.998 per epoch; batch 100.
+Adam (betas 0.5, 0.999): generator 1e-4, EBM 2e-5; ExponentialLR 0.998 per epoch; batch 100. The generator's
+conv layers get xavier_normal weights (``weights_init_xavier``; the Linear layers of the EBM keep PyTorch's default).
+python_tests/test_paper_steps.py checks one iteration against train_svhn.py's loop, line by line.
 """
 from __future__ import annotations
 
@@ -18,16 +21,17 @@ import torch
 from .. import nn as hnn
 from ..sampling import LangevinSchedule, langevin, sample_prior
 from ..sampling.targets import generator_posterior
-from .base import Method, adam, check_positive, make_config
+from .base import DataOptions, Method, adam, check_positive, make_config
 
 
 @dataclass
-class LEBMConfig:
+class LEBMConfig(DataOptions):
     dataset: str = "digits"
     nz: int = 16                  # latent dimension
     ngf: int = 32                 # generator width
     ndf: int = 200                # EBM width (Linear nz -> ndf -> ndf -> 1)
     e_activation: str = "gelu"    # the code's parse_args default (1.1); its grid search used "lrelu"
+    g_init: str = "xavier"        # the code's weights_init_xavier on the generator's convs ("default": PyTorch's)
     e_prior_sig: float = 1.0      # sigma_p of the Gaussian reference
     e_init_sig: float = 1.0       # prior chains start at N(0, e_init_sig^2)
     e_l_steps: int = 60           # K0
@@ -68,7 +72,7 @@ class LEBM(Method):
         c = config
         check_positive(c, "nz", "ngf", "ndf", "e_prior_sig", "e_init_sig", "e_l_step_size", "g_l_step_size",
                        "g_llhd_sigma", "e_lr", "g_lr", "batch_size")
-        self.generator = hnn.decoder(c.dataset, c.nz, ngf=c.ngf)
+        self.generator = hnn.decoder(c.dataset, c.nz, ngf=c.ngf, init=c.g_init)
         self.ebm = hnn.EnergyMLP(c.nz, c.ndf, 2, activation=c.e_activation)
         self.prior = hnn.LatentEBMPrior([c.nz], [(self.ebm, 0)], sigma=c.e_prior_sig)
         self.image_shape = self.generator.image_shape
@@ -80,17 +84,22 @@ class LEBM(Method):
                            "e": torch.optim.lr_scheduler.ExponentialLR(self.optimizers["e"], c.e_gamma)}
 
     # ------------------------------------------------------------------ chains
-    def prior_latents(self, n: int) -> torch.Tensor:
-        """z- : prior Langevin from N(0, e_init_sig^2 I) (fused sampler)."""
-        z0 = torch.randn(n, self.config.nz, device=self.device) * self.config.e_init_sig
+    def sample_p_0(self, n: int) -> torch.Tensor:
+        """Chain starts, N(0, e_init_sig^2 I) (the code's ``sample_p_0``; posterior and prior chains alike)."""
+        return torch.randn(n, self.config.nz, device=self.device) * self.config.e_init_sig
+
+    def prior_latents(self, n: int, z0: torch.Tensor | None = None) -> torch.Tensor:
+        """z- : prior Langevin from z0 (default N(0, e_init_sig^2 I)); fused sampler."""
+        z0 = self.sample_p_0(n) if z0 is None else z0
         return sample_prior(self.prior, z0, self.prior_schedule, backend=self.config.prior_backend)
 
-    def posterior_latents(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        """z+ : posterior Langevin from N(0, I) on log N(x; g(z), sigma^2) + log p(z) (generic engine)."""
+    def posterior_latents(self, x: torch.Tensor, steps: int | None = None, z0: torch.Tensor | None = None):
+        """z+ : posterior Langevin from z0 (default N(0, e_init_sig^2 I)) on log N(x; g(z), sigma^2) + log p(z)
+        (generic engine)."""
         x = self._check_x(x, self.image_shape)
         sch = self.posterior_schedule if steps is None else \
             LangevinSchedule.lebm(steps, self.config.g_l_step_size, self.config.e_prior_sig)
-        z0 = torch.randn(x.shape[0], self.config.nz, device=self.device)
+        z0 = self.sample_p_0(x.shape[0]) if z0 is None else z0
         target = generator_posterior(self.generator, x, prior=self.prior, sigma=self.config.g_llhd_sigma)
         return langevin(target, z0, sch, backend=self.config.posterior_backend)
 
@@ -101,8 +110,9 @@ class LEBM(Method):
     def train_step(self, x: torch.Tensor) -> dict:
         x = self._check_x(x, self.image_shape)
         B = x.shape[0]
-        z_pos = self.posterior_latents(x)
-        z_neg = self.prior_latents(B)
+        z_g_0, z_e_0 = self.sample_p_0(B), self.sample_p_0(B)  # both starts first, as the code draws them
+        z_pos = self.posterior_latents(x, z0=z_g_0)
+        z_neg = self.prior_latents(B, z0=z_e_0)
 
         opt_g, opt_e = self.optimizers["g"], self.optimizers["e"]
         opt_g.zero_grad(set_to_none=True)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from .. import nn as hnn
 from ..sampling import LangevinSchedule, langevin, sample_prior
 from ..sampling.targets import generator_posterior
-from .base import Method, adam, check_positive, make_config
+from .base import DataOptions, Method, adam, check_positive, make_config
 
 POSTERIOR_PRIORS = ("p_k", "p_k_r_k")
 PRIOR_SAMPLING = ("short_run", "persistent")
@@ -52,7 +52,7 @@ SWITCH_RULES = ("iterations", "plateau")
 
 
 @dataclass
-class MultistageNCEConfig:
+class MultistageNCEConfig(DataOptions):
     dataset: str = "digits"
     nz: int = 8                      # latent dimension
     ngf: int = 32                    # generator width (LEBM's decoder)

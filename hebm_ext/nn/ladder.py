@@ -81,11 +81,14 @@ class GaussianLadder(nn.Module):
             mu, ell = soft_clamp(mu), soft_clamp(ell)
         return mu, torch.exp(ell) + self.sigma_min
 
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) [B], normalised (every Gaussian's constant included)."""
+    def log_prob(self, z: torch.Tensor, top: bool = True) -> torch.Tensor:
+        """log p(z) [B], normalised (every Gaussian's constant included); ``top=False`` leaves out the top layer's
+        N(0, sigma_top^2) (the parameter-free term: sum_l log p(z_l | z_{l-1}) alone)."""
         self._check(z, "z")
-        top = self.layer(z, 0)
-        lp = (-0.5 * (top / self.sigma_top) ** 2 - math.log(self.sigma_top) - _LOG_SQRT_2PI).sum(1)
+        lp = z.new_zeros(z.shape[0])
+        if top:
+            zt = self.layer(z, 0)
+            lp = lp + (-0.5 * (zt / self.sigma_top) ** 2 - math.log(self.sigma_top) - _LOG_SQRT_2PI).sum(1)
         for l in range(1, len(self.dims)):
             mu, sigma = self.conditional(l, z)
             eps = (self.layer(z, l) - mu) / sigma
