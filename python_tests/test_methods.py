@@ -75,8 +75,17 @@ def test_presets_follow_the_papers():
     assert (c.g_lr, c.e_lr, c.batch_size) == (1e-4, 2e-5, 100)
     c = methods.create("diffusion-ebm", "cifar10").config
     assert (c.T, c.e_l_steps, c.b_square, c.e_lr, c.e_betas, c.e_weight_decay, c.e_gamma) == (3, 50, 3e-5, 4e-5, (0.99, 0.999), 3e-5, 0.9)
+    assert (c.e_spectral_norm, c.sigma_top) == (True, 1.01)  # ebm_net.py's spectral norm; NVAE's top exp(0) + 0.01
     c = methods.create("diffusion-ebm", "celeba64").config
-    assert (c.e_l_steps, c.b_square, c.e_gamma) == (30, 2e-5, 0.98)
+    assert (c.e_l_steps, c.b_square, c.e_gamma, c.e_spectral_norm, c.sigma_top) == (30, 2e-5, 0.98, True, 1.01)
+    m = methods.create("diffusion-ebm", "cifar10")
+    assert all(h.spectral_norm for h in m.heads) and m.gen.ladder.sigma_top == 1.01
+    for dataset in ("svhn", "cifar10"):  # LEBM's weights_init_xavier on the generator's convs (1.1)
+        m = methods.create("lebm", dataset)
+        assert m.config.g_init == "xavier"
+        w = next(mod for mod in m.generator.modules() if isinstance(mod, torch.nn.ConvTranspose2d)).weight
+        fan_in, fan_out = w.shape[1] * w[0, 0].numel(), w.shape[0] * w[0, 0].numel()
+        assert float(w.std()) == pytest.approx((2.0 / (fan_in + fan_out)) ** 0.5, rel=0.05)
     c = methods.create("multistage-nce", "svhn").config  # the shared parts are LEBM's (4.1, section 9)
     assert (c.e_l_steps, c.e_l_step_size, c.g_l_steps, c.g_l_step_size, c.g_llhd_sigma) == (60, 0.4, 20, 0.1, 0.3)
     assert (c.nz, c.ngf, c.g_lr, c.g_betas, c.batch_size) == (100, 64, 1e-4, (0.5, 0.999), 100)
@@ -93,6 +102,8 @@ def test_presets_follow_the_papers():
         (True, True, True, "train", 0.998, 100)
     c = methods.create("dual-mcmc", "celeba64").config
     assert (c.ngf, c.ndf, c.e_l_step_size, c.Sfactor) == (1024, 1024, 0.3, 70.0)
+    assert (c.crop, c.hflip) == ("dual-mcmc", True)  # dataset.py's crop box and flips (5.4)
+    assert methods.create("lebm", "celeba64").config.crop == "lebm"
     for name in methods.METHODS:
         for preset in methods.presets(name):
             if preset != "digits":

@@ -56,6 +56,7 @@ class MultistageNCEConfig(DataOptions):
     dataset: str = "digits"
     nz: int = 8                      # latent dimension
     ngf: int = 32                    # generator width (LEBM's decoder)
+    g_init: str = "xavier"           # LEBM's weights_init_xavier on the generator's convs ("default": PyTorch's)
     n_stages: int = 4                # K: number of ratio networks
     iters_per_stage: object = 300    # int, or a tuple with one entry per stage
     switch_rule: str = "iterations"  # "iterations" | "plateau"
@@ -132,7 +133,7 @@ class MultistageNCE(Method):
             # the persistent chains, a buffer so that state_dict carries them
             self.register_buffer("replay", torch.randn(c.buffer_size, c.nz))
 
-        self.generator = hnn.decoder(c.dataset, c.nz, ngf=c.ngf)
+        self.generator = hnn.decoder(c.dataset, c.nz, ngf=c.ngf, init=c.g_init)
         self.image_shape = self.generator.image_shape
         self.heads = torch.nn.ModuleList(hnn.EnergyMLP(c.nz, c.head_hidden, c.head_depth, activation=c.e_activation)
                                          for _ in range(c.n_stages))
