@@ -68,6 +68,17 @@ class Normal:
         return -0.5 * normalized * normalized - 0.5 * np.log(2 * np.pi) - torch.log(self.sigma)
 
 
+def q_sample(enc, x, draws):
+    """z ~ q(z | x) = prod_l N(mu_l(x), exp(logvar_l(x))), reparameterised layer by layer (top first), and
+    log q(z | x) [B] with its constants."""
+    z_list, log_q = [], 0.0
+    for mu, logvar in enc(x):
+        z = mu + torch.exp(0.5 * logvar) * draws.randn(*mu.shape)
+        z_list.append(z)
+        log_q = log_q - 0.5 * (logvar + (z - mu) ** 2 / torch.exp(logvar) + math.log(2 * math.pi)).sum(1)
+    return z_list, log_q
+
+
 # =====================================================================================================================
 # LEBM: bpucla/latent-space-EBM-prior train_svhn.py, sample_p_0 (l. 484-485), sample_langevin_prior_z (l. 487-503),
 # sample_langevin_post_z (l. 505-526), the iteration (l. 594-621)
@@ -268,14 +279,7 @@ def test_joint_ebm_variational_step_equals_documented_scheme():
     x = images()
     out, draws = record_step(m, joint_mod, x)
 
-    # q(z | x): per layer (top first) N(mu, exp(logvar)), reparameterised
-    params = enc(x)
-    zs_q, log_q = [], 0.0
-    for mu, logvar in params:
-        z = mu + torch.exp(0.5 * logvar) * draws.randn(*mu.shape)
-        zs_q.append(z)
-        log_q = log_q - 0.5 * (logvar + (z - mu) ** 2 / torch.exp(logvar) + math.log(2 * math.pi)).sum(1)
-    z2_q, z1_q = zs_q
+    (z2_q, z1_q), log_q = q_sample(enc, x, draws)
     z_e_0 = sample_p_0_joint(draws, x.shape[0], d2, d1)
     z_e_k = joint_langevin(z_e_0, c.e_l_steps, c.e_l_step_size, log_pz, compute_energy, draws)
 
@@ -366,14 +370,6 @@ def diffusion_method(**kw):
     return m
 
 
-def posterior_eps(enc, topdown, x, draws):
-    """get_posterior_eps: z+ ~ q(z | x) (reparameterised, per layer top first), u_0 = eps_by_z(z+)."""
-    z_list = []
-    for mu, logvar in enc(x):
-        z_list.append(mu + torch.exp(0.5 * logvar) * draws.randn(*mu.shape))
-    return z_list
-
-
 def test_diffusion_ebm_stage1_step_equals_elbo():
     """Stage 1 (the paper loads a pretrained NVAE; ours trains the stand-in by the ELBO of the module docstring):
     (1/(2 sigma^2)) sum (g(z_1) - x)^2 + log q(z | x) - log p_beta(z), z ~ q(z | x)."""
@@ -383,12 +379,7 @@ def test_diffusion_ebm_stage1_step_equals_elbo():
     top = TopDown(nets, list(m.gen.dims), c.sigma_top, c.soft_clamp)
     x = images()
     out, draws = record_step(m, diffusion_mod, x)
-    params = enc(x)
-    z_list, log_q = [], 0.0
-    for mu, logvar in params:
-        z = mu + torch.exp(0.5 * logvar) * draws.randn(*mu.shape)
-        z_list.append(z)
-        log_q = log_q - 0.5 * (logvar + (z - mu) ** 2 / torch.exp(logvar) + math.log(2 * math.pi)).sum(1)
+    z_list, log_q = q_sample(enc, x, draws)
     log_p = (-0.5 * (z_list[0] / c.sigma_top) ** 2 - math.log(c.sigma_top) - 0.5 * math.log(2 * math.pi)).sum(1)
     for l in range(1, len(z_list)):
         log_p = log_p + top.dist(l, z_list[l - 1]).log_prob(z_list[l]).sum(1)
@@ -437,7 +428,7 @@ def test_diffusion_ebm_stage2_step_equals_trainer_train_fn(spectral_norm, backen
 
     # posterior u_0 (get_posterior_eps), t, the training pairs (one noise draw over all groups for each of the two)
     with torch.no_grad():
-        u0 = torch.cat(top.eps_by_z(posterior_eps(enc, top, x, draws)), dim=1)
+        u0 = torch.cat(top.eps_by_z(q_sample(enc, x, draws)[0]), dim=1)  # get_posterior_eps
     bs = x.shape[0]
     t = draws.randint((bs,))
     n1, n2 = draws.randn(bs, sum(m.gen.dims)), draws.randn(bs, sum(m.gen.dims))
