@@ -85,7 +85,7 @@ def test_presets_follow_the_papers():
         assert m.config.g_init == "xavier"
         w = next(mod for mod in m.generator.modules() if isinstance(mod, torch.nn.ConvTranspose2d)).weight
         fan_in, fan_out = w.shape[1] * w[0, 0].numel(), w.shape[0] * w[0, 0].numel()
-        assert float(w.std()) == pytest.approx((2.0 / (fan_in + fan_out)) ** 0.5, rel=0.05)
+        assert float(w.detach().std()) == pytest.approx((2.0 / (fan_in + fan_out)) ** 0.5, rel=0.05)
     c = methods.create("multistage-nce", "svhn").config  # the shared parts are LEBM's (4.1, section 9)
     assert (c.e_l_steps, c.e_l_step_size, c.g_l_steps, c.g_l_step_size, c.g_llhd_sigma) == (60, 0.4, 20, 0.1, 0.3)
     assert (c.nz, c.ngf, c.g_lr, c.g_betas, c.batch_size) == (100, 64, 1e-4, (0.5, 0.999), 100)
