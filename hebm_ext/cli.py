@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -24,7 +26,7 @@ def _parse_overrides(items):
     out = {}
     for it in items:
         if "=" not in it:
-            raise SystemExit(f"hebm: config overrides are key=value, got {it!r}")
+            raise ValueError(f"config overrides are key=value, got {it!r}")
         k, v = it.split("=", 1)
         try:
             out[k] = ast.literal_eval(v)
@@ -40,39 +42,132 @@ def _datasets(dataset, root, heldout_digit):
 
     if heldout_digit is not None:
         if dataset not in ("mnist", "digits"):
-            raise SystemExit("hebm: --heldout-digit is the MNIST anomaly protocol (datasets mnist and digits)")
+            raise ValueError(f"--heldout-digit is the MNIST anomaly protocol (datasets mnist and digits), the run's "
+                             f"dataset is {dataset}")
+        if not 0 <= heldout_digit <= 9:
+            raise ValueError(f"--heldout-digit must be a digit 0-9, got {heldout_digit}")
         parts = [data.open_dataset(dataset, root, "train"), data.open_dataset(dataset, root, "test")]
         return heldout_digit_split(parts, heldout_digit)
     return data.open_dataset(dataset, root, "train"), data.open_dataset(dataset, root, data.TEST_SPLIT[dataset])
 
 
+class UsageError(Exception):
+    """Bad input found before anything ran: printed as one line (exit 2), without a traceback."""
+
+
+@contextlib.contextmanager
+def _setup():
+    """Errors of the setup phase (config values, run directory, checkpoint, data files) are the user's input:
+    UsageError. HEBM_DEBUG=1 keeps the traceback."""
+    try:
+        yield
+    except (ValueError, TypeError, OSError) as e:
+        if os.environ.get("HEBM_DEBUG"):
+            raise
+        raise UsageError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
+
+
+# options of a training session: --resume may change them (logged); everything else defines the run
+_SESSION_OPTIONS = ("max_steps", "data_root", "log_every", "sample_every", "ckpt_every", "eval_every", "n_eval",
+                    "fid_weights", "monitor")
+
+
+def _abs(path):
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
+
+
+def _resume_setup(args, out, overrides):
+    """(method, TrainOptions fields, seed, note) of the run stored in out; RunError listing what the command line
+    changes of the run's method, preset, config, seed or held-out digit."""
+    from . import methods
+    from .methods.config import validate
+    from .train import RunError, read_run_for_resume
+
+    run = read_run_for_resume(out)
+    name, cfg = run["method"], dict(run["config"])
+    preset = cfg.pop("preset", "") or "digits"
+    stored = run["options"]
+    diffs = []
+    for flag, given, have in (("--method", args.method, name), ("--preset", args.preset, preset),
+                              ("--seed", args.seed, stored.get("seed")),
+                              ("--heldout-digit", args.heldout_digit, stored.get("heldout_digit"))):
+        if given is not None and given != have:
+            diffs.append(f"{flag}: the run has {have}, the command line {given}")
+    if run.get("world", 1) != int(os.environ.get("WORLD_SIZE", "1")):
+        diffs.append(f"processes: the run has {run.get('world', 1)}, this launch {os.environ.get('WORLD_SIZE', '1')}")
+    if diffs:  # before building anything
+        raise RunError(f"--resume: the command line differs from the run in {out} (config.json): {'; '.join(diffs)}. "
+                       "A run keeps its settings: drop these arguments, or start a new run with another --out")
+    seed = stored.get("seed", 0)
+    torch.manual_seed(seed)
+    method = methods.create(name, preset, **{**cfg, **overrides})
+    have = validate(type(method.config), cfg)
+    for k in sorted(overrides):
+        if have.get(k) != getattr(method.config, k):
+            diffs.append(f"{k}: the run has {have.get(k)!r}, the command line {getattr(method.config, k)!r}")
+    if diffs:
+        raise RunError(f"--resume: the command line differs from the run in {out} (config.json): {'; '.join(diffs)}. "
+                       "A run keeps its settings: drop these overrides, or start a new run with another --out")
+    from .train import TrainOptions
+    names = {f.name for f in dataclasses.fields(TrainOptions)}
+    opts = {k: v for k, v in stored.items() if k in names}
+    changed = []
+    for k in _SESSION_OPTIONS:
+        v = getattr(args, k)
+        v = _abs(v) if k in ("data_root", "fid_weights") else v
+        if v is not None and v != opts.get(k):
+            changed.append(f"{k} {opts.get(k)} -> {v}")
+            opts[k] = v
+    note = f"options changed for this session: {', '.join(changed)}" if changed else ""
+    return method, opts, seed, note
+
+
 def cmd_train(args) -> int:
     from . import distributed as hdist
     from . import methods
-    from .train import TrainOptions, Trainer, TrainingDiverged
+    from .train import Interrupted, TrainOptions, Trainer, TrainingDiverged, check_fresh_start
 
-    dist_info = hdist.init_from_env(args.device)
-    overrides = _parse_overrides(args.overrides)
-    torch.manual_seed(args.seed)  # the same initial parameters on every rank
-    method = methods.create(args.method, args.preset, **overrides).to(dist_info.device)
-    hdist.broadcast_module(method)
-    torch.manual_seed(args.seed + 7919 * dist_info.rank)  # chains and data augmentation differ across ranks
-    train_set, test_set = _datasets(method.config.dataset, args.data_root, args.heldout_digit)
-    out = args.out or os.path.join("runs", f"{args.method}-{args.preset}")
-    opts = TrainOptions(out=out, max_steps=args.max_steps, data_root=args.data_root, log_every=args.log_every,
-                        sample_every=args.sample_every, ckpt_every=args.ckpt_every, eval_every=args.eval_every,
-                        n_eval=args.n_eval, seed=args.seed, resume=args.resume, heldout_digit=args.heldout_digit,
-                        progress=not args.no_progress, fid_weights=args.fid_weights, monitor=args.monitor)
-    trainer = Trainer(method, train_set, test_set, opts, dist_info, method.config.dataset,
-                      command="hebm " + " ".join(sys.argv[1:]))
+    with _setup():
+        overrides = _parse_overrides(args.overrides)
+        if args.out is None and args.method is None:
+            raise ValueError("--method (a new run) or --out (the run to resume) is required")
+        out = _abs(args.out or os.path.join("runs", f"{args.method}-{args.preset or 'digits'}"))
+        dist_info = hdist.init_from_env(args.device)
+        if args.resume:
+            method, opts, seed, note = _resume_setup(args, out, overrides)
+            opts.update(out=out, resume=True, progress=not args.no_progress)
+        else:
+            if args.method is None:
+                raise ValueError("--method is required to start a run (with --resume the run's own is used)")
+            check_fresh_start(out)
+            seed, note = (0 if args.seed is None else args.seed), ""
+            torch.manual_seed(seed)  # the same initial parameters on every rank
+            method = methods.create(args.method, args.preset or "digits", **overrides)
+            opts = {k: (_abs(v) if k in ("data_root", "fid_weights") else v)
+                    for k in _SESSION_OPTIONS if (v := getattr(args, k)) is not None}
+            opts.update(out=out, seed=seed, heldout_digit=args.heldout_digit, progress=not args.no_progress)
+        method = method.to(dist_info.device)
+        hdist.broadcast_module(method)
+        torch.manual_seed(seed + 7919 * dist_info.rank)  # chains and data augmentation differ across ranks
+        o = TrainOptions(**opts)
+        train_set, test_set = _datasets(method.config.dataset, o.data_root, o.heldout_digit)
+        trainer = Trainer(method, train_set, test_set, o, dist_info, method.config.dataset,
+                          command="hebm " + " ".join(sys.argv[1:]), note=note)
+    name, preset = method.name, method.config.preset
     try:
         ev = trainer.fit()
     except TrainingDiverged as e:
         print(f"hebm train: {e}", file=sys.stderr)
         return 3
+    except Interrupted as e:
+        print(f"hebm train: {e}; continue with: hebm train --resume --out {out}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # a full disk, a lost mount: the previous checkpoint is intact
+        print(f"hebm train: {e.strerror or e}", file=sys.stderr)
+        return 1
     if dist_info.main:
         p = trainer.paths
-        print(f"\nhebm train: {method.step} steps of {args.method} ({args.preset}) finished.")
+        print(f"\nhebm train: {method.step} steps of {name} ({preset}) finished.")
         for k, v in ev.items():
             if k != "step":
                 print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
@@ -215,21 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a method (a run directory with samples, checkpoints, metrics)")
-    t.add_argument("--method", required=True, choices=METHODS)
-    t.add_argument("--preset", default="digits", help="digits (embedded data) or the papers' svhn, cifar10, "
-                                                      "celeba64, mnist")
+    t.add_argument("--method", choices=METHODS, help="required for a new run (--resume: the run's own)")
+    t.add_argument("--preset", default=None, help="digits (embedded data, the default) or the papers' svhn, "
+                                                  "cifar10, celeba64, mnist")
     t.add_argument("--data-root", default=None, help="directory of the dataset files (not needed for digits)")
     t.add_argument("--out", default=None, help="run directory (default runs/METHOD-PRESET)")
     t.add_argument("--max-steps", type=int, default=None, help="default: the preset's epochs")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped, with the run's own config and seed "
+                        "(the session options below may change)")
+    t.add_argument("--seed", type=int, default=None, help="default 0")
     t.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    t.add_argument("--log-every", type=int, default=10)
-    t.add_argument("--sample-every", type=int, default=1000)
-    t.add_argument("--ckpt-every", type=int, default=500)
-    t.add_argument("--eval-every", type=int, default=0, help="0: evaluate at the end")
-    t.add_argument("--n-eval", type=int, default=1000, help="samples for FID")
-    t.add_argument("--monitor", choices=["auto", "fid", "mse"], default="auto", help="what best.pt minimises")
+    t.add_argument("--log-every", type=int, default=None, help="default 10")
+    t.add_argument("--sample-every", type=int, default=None, help="default 1000 (0: never)")
+    t.add_argument("--ckpt-every", type=int, default=None, help="default 500")
+    t.add_argument("--eval-every", type=int, default=None, help="default 0: evaluate at the end only")
+    t.add_argument("--n-eval", type=int, default=None, help="samples for FID (default 1000)")
+    t.add_argument("--monitor", choices=["auto", "fid", "mse"], default=None, help="what best.pt minimises")
     t.add_argument("--heldout-digit", type=int, default=None, help="anomaly protocol: train without this digit")
     t.add_argument("--fid-weights", default=None, help="pytorch-fid Inception weights (or HEBM_FID_WEIGHTS)")
     t.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
@@ -281,12 +378,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("chains", "steps", "bins", "max_steps", "n"):
+    for name in ("chains", "steps", "bins", "max_steps", "n", "log_every", "n_eval", "repeats"):
         v = getattr(args, name, None)
         if v is not None and v < 1:
-            print(f"hebm: --{name.replace('_', '-')} must be at least 1, got {v}", file=sys.stderr)
+            print(f"hebm {args.command}: --{name.replace('_', '-')} must be at least 1, got {v}", file=sys.stderr)
             return 2
-    return args.func(args)
+    for name in ("sample_every", "ckpt_every", "eval_every"):
+        v = getattr(args, name, None)
+        if v is not None and v < 0:
+            print(f"hebm {args.command}: --{name.replace('_', '-')} must be at least 0, got {v}", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"hebm {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
