@@ -221,9 +221,11 @@ def load(path: str, map_location="cpu") -> dict:
         with torch.serialization.safe_globals(_format1_globals()):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        why = next((ln.strip() for ln in first if "Unsupported" in ln or "global" in ln.lower()), first[0] if first
-                   else type(e).__name__)
+        lines = str(e).strip().splitlines()
+        why = next((ln.strip() for ln in lines if "global" in ln.lower()), None)
+        if why is None:  # not a refused global: a damaged or foreign file
+            raise CheckpointError(f"checkpoint {path!r} could not be read (UnpicklingError: "
+                                  f"{lines[0] if lines else ''})") from e
         raise CheckpointError(f"checkpoint {path!r} holds objects other than tensors and plain data ({why}): "
                               "refused, and nothing in it was run (hebm_ext reads checkpoints with "
                               "torch.load(weights_only=True); only load files you trust with anything else)") from e

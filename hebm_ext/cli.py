@@ -1,8 +1,8 @@
 """The `hebm` command line.
 
     hebm train --method M --preset P [--data-root DIR] [--out DIR] [--max-steps N] [key=value ...]
-    hebm sample CKPT [-n 64] [--out FILE]
-    hebm eval CKPT [--fid] [--mse] [--anomaly] [--data-root DIR]
+    hebm sample CKPT [-n 64] [--out FILE]                      (default RUN/sample_SEED.png)
+    hebm eval CKPT [--fid] [--mse] [--anomaly] [--data-root DIR] (default RUN/metrics_eval.json)
     hebm bench [--model lebm|joint|diffusion] [--batches ...]
     hebm demo
 
@@ -83,7 +83,10 @@ def _resume_setup(args, out, overrides):
     from .methods.config import validate
     from .train import RunError, read_run_for_resume
 
+    from . import checkpoint as ckpt_io
+
     run = read_run_for_resume(out)
+    ckpt = ckpt_io.load(os.path.join(out, "checkpoints", "last.pt"))  # refused before anything is written
     name, cfg = run["method"], dict(run["config"])
     preset = cfg.pop("preset", "") or "digits"
     stored = run["options"]
@@ -119,7 +122,7 @@ def _resume_setup(args, out, overrides):
             changed.append(f"{k} {opts.get(k)} -> {v}")
             opts[k] = v
     note = f"options changed for this session: {', '.join(changed)}" if changed else ""
-    return method, opts, seed, note
+    return method, opts, seed, note, ckpt
 
 
 def cmd_train(args) -> int:
@@ -134,13 +137,13 @@ def cmd_train(args) -> int:
         out = _abs(args.out or os.path.join("runs", f"{args.method}-{args.preset or 'digits'}"))
         dist_info = hdist.init_from_env(args.device)
         if args.resume:
-            method, opts, seed, note = _resume_setup(args, out, overrides)
+            method, opts, seed, note, ckpt = _resume_setup(args, out, overrides)
             opts.update(out=out, resume=True, progress=not args.no_progress)
         else:
             if args.method is None:
                 raise ValueError("--method is required to start a run (with --resume the run's own is used)")
             check_fresh_start(out)
-            seed, note = (0 if args.seed is None else args.seed), ""
+            seed, note, ckpt = (0 if args.seed is None else args.seed), "", None
             torch.manual_seed(seed)  # the same initial parameters on every rank
             method = methods.create(args.method, args.preset or "digits", **overrides)
             opts = {k: (_abs(v) if k in ("data_root", "fid_weights") else v)
@@ -152,7 +155,7 @@ def cmd_train(args) -> int:
         o = TrainOptions(**opts)
         train_set, test_set = _datasets(method.config.dataset, o.data_root, o.heldout_digit)
         trainer = Trainer(method, train_set, test_set, o, dist_info, method.config.dataset,
-                          command="hebm " + " ".join(sys.argv[1:]), note=note)
+                          command="hebm " + " ".join(sys.argv[1:]), note=note, checkpoint=ckpt)
     name, preset = method.name, method.config.preset
     try:
         ev = trainer.fit()
@@ -188,64 +191,97 @@ def _load(path, device):
     return c, ckpt_io.method_from_checkpoint(c, device)
 
 
+def _run_dir(checkpoint: str) -> str:
+    """The run directory of RUN/checkpoints/X.pt (or the checkpoint's own directory)."""
+    d = os.path.dirname(os.path.abspath(checkpoint))
+    return os.path.dirname(d) if os.path.basename(d) == "checkpoints" else d
+
+
+SAMPLE_BATCH = 500  # hebm sample draws in batches of this many (one call when n is at most this)
+
+
 def cmd_sample(args) -> int:
+    from .checkpoint import atomic_save
     from .images import image_grid, save_image
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _, m = _load(args.checkpoint, device)
+    with _setup():
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        _, m = _load(args.checkpoint, device)
+        out = os.path.abspath(args.out or os.path.join(_run_dir(args.checkpoint), f"sample_{args.seed}.png"))
+        if not os.path.isdir(os.path.dirname(out)):
+            raise FileNotFoundError(f"--out: the directory {os.path.dirname(out)} does not exist")
     torch.manual_seed(args.seed)
-    x = m.sample(args.n)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "..", f"sample_{args.seed}.png")
-    out = os.path.normpath(out)
+    bar = None
+    if args.n > SAMPLE_BATCH and not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=args.n, desc="hebm sample", unit="img", dynamic_ncols=True, leave=False)
+    parts = []
+    for i in range(0, args.n, SAMPLE_BATCH):
+        parts.append(m.sample(min(SAMPLE_BATCH, args.n - i)).cpu())
+        if bar is not None:
+            bar.update(parts[-1].shape[0])
+    if bar is not None:
+        bar.close()
+    x = torch.cat(parts)
     save_image(image_grid(x, nrow=int(args.n ** 0.5) or 1, scale=4 if x.shape[-1] <= 8 else 1), out)
-    if args.tensor:
-        from .checkpoint import atomic_save
-        atomic_save(x.cpu(), os.path.splitext(out)[0] + ".pt")
     print(f"hebm sample: {args.n} samples of {m.name} -> {out}")
+    if args.tensor:
+        pt = atomic_save(x, os.path.splitext(out)[0] + ".pt")
+        print(f"  tensor [{', '.join(map(str, x.shape))}] in [-1, 1] -> {pt}")
     return 0
 
 
 def cmd_eval(args) -> int:
     from . import data, evaluate
     from . import distributed as hdist
+    from .checkpoint import write_text_atomic
     from .metrics import heldout_digit_split
 
-    dist_info = hdist.init_from_env(args.device)
-    c, m = _load(args.checkpoint, dist_info.device)
-    opts = c["trainer"]["options"]
-    dataset = m.config.dataset
-    root = args.data_root or opts.get("data_root")
-    if not (args.fid or args.mse or args.anomaly):
-        args.fid = args.mse = True
-    test = data.open_dataset(dataset, root, data.TEST_SPLIT[dataset])
-    res = {"checkpoint": args.checkpoint, "step": m.step}
-    torch.manual_seed(args.seed)
-    if args.fid:
-        kind = evaluate.fid_kind(dataset, args.fid_weights)
-        if kind is None:
-            raise SystemExit("hebm eval --fid: Inception FID needs the pytorch-fid weights file "
-                             "(pt_inception-2015-12-05-6726825d.pth): --fid-weights PATH or HEBM_FID_WEIGHTS=PATH")
-        name = "digits_fid" if kind == "digits" else "fid"
-        res[name] = evaluate.fid(m, test, args.n, dist_info, kind, args.fid_weights, ref_stats=args.fid_stats,
-                                 seed=args.seed)
-        res[name + "_gaussian_prior"] = evaluate.fid(m, test, args.n, dist_info, kind, args.fid_weights, base=True,
-                                                     ref_stats=args.fid_stats, seed=args.seed)
-    if args.mse:
-        res["mse"] = evaluate.reconstruction_mse(m, test, args.n, dist_info)
-    if args.anomaly:
+    with _setup():  # everything a requested metric needs, before any metric runs
+        dist_info = hdist.init_from_env(args.device)
+        c, m = _load(args.checkpoint, dist_info.device)
+        opts = c.get("trainer", {}).get("options", {})
+        dataset = m.config.dataset
+        root = args.data_root or opts.get("data_root")
+        if not (args.fid or args.mse or args.anomaly):
+            args.fid = args.mse = True
+        kind = None
+        if args.fid:
+            kind = evaluate.fid_kind(dataset, args.fid_weights or opts.get("fid_weights"))
+            if kind is None:
+                raise ValueError("--fid: Inception FID needs the pytorch-fid weights file "
+                                 "(pt_inception-2015-12-05-6726825d.pth): --fid-weights PATH or HEBM_FID_WEIGHTS=PATH")
+            if args.fid_stats is not None and not os.path.isfile(args.fid_stats):
+                raise FileNotFoundError(f"--fid-stats: {args.fid_stats} does not exist")
         digit = opts.get("heldout_digit")
-        if digit is None:
-            raise SystemExit("hebm eval --anomaly: the checkpoint was not trained with --heldout-digit")
-        parts = [data.open_dataset(dataset, root, "train"), data.open_dataset(dataset, root, "test")]
+        if args.anomaly:
+            if digit is None:
+                raise ValueError("--anomaly: the checkpoint was not trained with --heldout-digit (the anomaly "
+                                 "protocol trains without one digit and scores it)")
+            if dist_info.enabled:
+                raise ValueError("--anomaly runs in one process (run hebm eval without torchrun)")
+        test = data.open_dataset(dataset, root, data.TEST_SPLIT[dataset])
+        if args.anomaly:
+            parts = [data.open_dataset(dataset, root, "train"), test]
+        out = os.path.abspath(args.out or os.path.join(_run_dir(args.checkpoint), "metrics_eval.json"))
+        if not os.path.isdir(os.path.dirname(out)):
+            raise FileNotFoundError(f"--out: the directory {os.path.dirname(out)} does not exist")
+    # the run's own counts and seed by default, so that the numbers of metrics.json come out again
+    n_eval = opts.get("n_eval", 1000)
+    n_fid, n_mse = (args.n, args.n) if args.n is not None else (n_eval, min(n_eval, 500))
+    seed = args.seed if args.seed is not None else opts.get("seed", 0)
+    res = {"checkpoint": os.path.abspath(args.checkpoint), "seed": seed, "n_fid": n_fid, "n_mse": n_mse}
+    res.update(evaluate.standard_metrics(m, test, dist_info, kind, n_fid, n_mse, seed, args.fid_weights or
+                                         opts.get("fid_weights"), gaussian=True, ref_stats=args.fid_stats,
+                                         fid_=args.fid, mse=args.mse, progress=not args.no_progress))
+    if args.anomaly:
         _, test_anom = heldout_digit_split(parts, digit)
-        res.update({f"anomaly_{k}": v for k, v in evaluate.anomaly(m, test_anom, dist_info).items()})
+        res.update({f"anomaly_{k}": v for k, v in evaluate.anomaly(
+            m, test_anom, dist_info, progress=None if args.no_progress else "anomaly scores").items()})
     if dist_info.main:
-        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "..", "metrics_eval.json")
-        with open(out + ".tmp", "w") as f:
-            json.dump(res, f, indent=2)
-        os.replace(out + ".tmp", out)
+        write_text_atomic(out, json.dumps(res, indent=2))
         print(json.dumps(res, indent=2))
-        print(f"hebm eval: written to {os.path.normpath(out)}")
+        print(f"hebm eval: written to {out}")
     return 0
 
 
@@ -253,7 +289,8 @@ def cmd_eval(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_latent_bench
 
-    run_latent_bench(args.model, batches=args.batches, steps=args.steps, repeats=args.repeats, out=args.out)
+    run_latent_bench(args.model, batches=args.batches, steps=args.steps, repeats=args.repeats, out=args.out,
+                     progress=not args.no_progress)
     return 0
 
 
@@ -336,10 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a checkpoint into a PNG grid")
     s.add_argument("checkpoint")
     s.add_argument("-n", type=int, default=64)
-    s.add_argument("--out", default=None)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--tensor", action="store_true", help="also save the samples as a .pt tensor")
+    s.add_argument("--out", default=None, help="PNG grid (default RUN/sample_SEED.png beside RUN/checkpoints/)")
+    s.add_argument("--tensor", action="store_true", help="also save the samples as a .pt tensor (same name, .pt)")
     s.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="FID, reconstruction MSE, anomaly AUPRC of a checkpoint")
@@ -347,13 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fid", action="store_true")
     e.add_argument("--mse", action="store_true")
     e.add_argument("--anomaly", action="store_true")
-    e.add_argument("-n", type=int, default=2000, help="samples / test images")
-    e.add_argument("--data-root", default=None)
+    e.add_argument("-n", type=int, default=None, help="FID samples and MSE test images (default: the run's, "
+                                                      "--n-eval for FID and at most 500 for MSE)")
+    e.add_argument("--data-root", default=None, help="default: the run's")
     e.add_argument("--fid-weights", default=None)
     e.add_argument("--fid-stats", default=None, help="reference statistics .npz (mu, sigma) instead of the test set")
-    e.add_argument("--out", default=None)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default=None, help="JSON (default RUN/metrics_eval.json beside RUN/checkpoints/)")
+    e.add_argument("--seed", type=int, default=None, help="default: the run's, so that metrics.json is reproduced")
     e.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="fused sampler vs the eager reference (medians, a table)")
@@ -362,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=None)
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--out", default=os.path.join("benchmarks", "out"))
+    b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="sample a 2-D energy-based model with the fused kernel, write a PNG")

@@ -206,8 +206,9 @@ class _SkipSampler(torch.utils.data.Sampler):
 
 class Trainer:
     def __init__(self, method, train_set, test_set, options: TrainOptions, dist_info: hdist.DistInfo,
-                 dataset_name: str = "digits", command: str = "", note: str = ""):
+                 dataset_name: str = "digits", command: str = "", note: str = "", checkpoint: dict | None = None):
         self.note = note  # said in the log when the run resumes (the options this session changed)
+        self.checkpoint = checkpoint  # last.pt, already read (resume), or None
         self.m, self.train_set, self.test_set, self.o, self.dist = method, train_set, test_set, options, dist_info
         self.dataset_name = dataset_name
         self.command = command
@@ -277,17 +278,10 @@ class Trainer:
 
     def _evaluate(self, final=False) -> dict:
         m, o = self.m, self.o
-        out = {"step": m.step}
-        # the method decides its modules' modes (e.g. dual-MCMC's BatchNorm option)
-        if self.fid_kind:
-            name = "digits_fid" if self.fid_kind == "digits" else "fid"
-            out[name] = evaluate.fid(m, self.test_set, o.n_eval, self.dist, self.fid_kind, o.fid_weights,
-                                     seed=o.seed + 7)
-            if final:
-                out[name + "_gaussian_prior"] = evaluate.fid(m, self.test_set, o.n_eval, self.dist, self.fid_kind,
-                                                             o.fid_weights, base=True, seed=o.seed + 7)
-        out["mse"] = evaluate.reconstruction_mse(m, self.test_set, min(o.n_eval, 500), self.dist)
-        return out
+        # the method decides its modules' modes (e.g. dual-MCMC's BatchNorm option); `hebm eval` calls the same
+        # function with the run's counts and seed, so it reproduces these numbers
+        return evaluate.standard_metrics(m, self.test_set, self.dist, self.fid_kind, o.n_eval, min(o.n_eval, 500),
+                                         o.seed, o.fid_weights, gaussian=final)
 
     def _monitored(self, ev):
         key = {"fid": "digits_fid" if self.fid_kind == "digits" else "fid", "mse": "mse"}[self.monitor]
@@ -413,7 +407,8 @@ class Trainer:
         """Load checkpoints/last.pt into the method and the trainer, cut the logs back to its step; returns the
         batch position in the epoch."""
         m = self.m
-        c = ckpt_io.load(self.paths["last"], map_location=m.device)
+        c = self.checkpoint if self.checkpoint is not None else ckpt_io.load(self.paths["last"], map_location=m.device)
+        self.checkpoint = None
         tr = c["trainer"]
         if tr["world"] != self.dist.world:
             raise RunError(f"{self.paths['last']} was written by {tr['world']} processes, this run has "
