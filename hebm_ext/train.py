@@ -416,7 +416,7 @@ class Trainer:
         stored = {k: v for k, v in c["method"]["config"].items() if k != "preset"}
         have = {k: v for k, v in dataclasses.asdict(m.config).items() if k != "preset"}
         from .methods.config import validate
-        stored = validate(type(m.config), stored)
+        stored = {k: v for k, v in validate(type(m.config), stored).items() if k != "preset"}
         diff = [f"{k}: checkpoint {stored.get(k)!r}, config.json {have.get(k)!r}" for k in sorted(set(stored) | set(have))
                 if stored.get(k) != have.get(k)]
         if diff or c["method"]["method"] != m.name:
