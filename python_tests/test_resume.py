@@ -166,3 +166,16 @@ def test_resume_needs_a_run_and_a_checkpoint(tmp_path):
     p = hebm(*ARGS, "--out", run, check=False)
     assert p.returncode == 2 and "stopped before its first checkpoint" in p.stderr and f"rm -r {run}" in p.stderr
     assert snapshot(run) == before
+
+
+def test_log_lines_after_the_checkpoint_are_cut(tmp_path):
+    """log.txt lines carry their step; a resume from step 4 drops what the killed session logged after it (an eval
+    at step 6, a line cut by the kill) and keeps the rest."""
+    from hebm_ext.train import _cut_log
+
+    log = tmp_path / "log.txt"
+    lines = ["[10:00:00 step 0] training lebm", "[10:00:01 step 4] eval at step 4: {}", "an untagged line",
+             "[10:00:02 step 6] eval at step 6: {}", "[10:00:03 step 8] eval at st"]
+    log.write_text("\n".join(lines))
+    _cut_log(str(log), 4)
+    assert log.read_text() == "\n".join(lines[:3]) + "\n"
