@@ -76,10 +76,11 @@ def test_real_checkpoints_are_plain_data(tmp_path):
     steps (optimizer moments, schedulers) of every method."""
     for name in H.methods.METHODS:
         torch.manual_seed(0)
-        m = H.methods.create(name, "digits", **({"vae_steps": 1} if name == "diffusion-ebm" else {}),
-                             **({"e_l_steps": 3} if name != "dual-mcmc" else {"e_l_steps": 2, "l_steps": 2}))
+        m = H.methods.create(name, "digits", batch_size=8, **({"vae_steps": 1} if name == "diffusion-ebm" else {}),
+                             **({"e_l_steps": 2} if name != "dual-mcmc" else {"e_l_steps": 2, "l_steps": 2}),
+                             **({"g_l_steps": 2} if name in ("lebm", "joint-ebm", "multistage-nce") else {}))
         x = H.data.Digits(split="train")
-        batch = torch.stack([x[i][0] for i in range(m.config.batch_size)])
+        batch = torch.stack([x[i][0] for i in range(8)])
         for _ in range(2):
             m.train_step(batch)
         m.end_epoch()
