@@ -77,13 +77,13 @@ def _abs(path):
 
 
 def _resume_setup(args, out, overrides):
-    """(method, TrainOptions fields, seed, note) of the run stored in out; RunError listing what the command line
-    changes of the run's method, preset, config, seed or held-out digit."""
+    """(method, TrainOptions fields, seed, note, checkpoint) of the run stored in out, read before anything is
+    written; RunError listing what the command line changes of the run's method, preset, config, seed, held-out
+    digit or number of processes."""
+    from . import checkpoint as ckpt_io
     from . import methods
     from .methods.config import validate
-    from .train import RunError, read_run_for_resume
-
-    from . import checkpoint as ckpt_io
+    from .train import RunError, TrainOptions, read_run_for_resume
 
     run = read_run_for_resume(out)
     ckpt = ckpt_io.load(os.path.join(out, "checkpoints", "last.pt"))  # refused before anything is written
@@ -111,7 +111,6 @@ def _resume_setup(args, out, overrides):
     if diffs:
         raise RunError(f"--resume: the command line differs from the run in {out} (config.json): {'; '.join(diffs)}. "
                        "A run keeps its settings: drop these overrides, or start a new run with another --out")
-    from .train import TrainOptions
     names = {f.name for f in dataclasses.fields(TrainOptions)}
     opts = {k: v for k, v in stored.items() if k in names}
     changed = []
@@ -434,6 +433,11 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"hebm {args.command}: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # writing the outputs failed (a full disk: the message names the path)
+        if os.environ.get("HEBM_DEBUG"):
+            raise
+        print(f"hebm {args.command}: {e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -417,8 +417,8 @@ class Trainer:
         have = {k: v for k, v in dataclasses.asdict(m.config).items() if k != "preset"}
         from .methods.config import validate
         stored = {k: v for k, v in validate(type(m.config), stored).items() if k != "preset"}
-        diff = [f"{k}: checkpoint {stored.get(k)!r}, config.json {have.get(k)!r}" for k in sorted(set(stored) | set(have))
-                if stored.get(k) != have.get(k)]
+        diff = [f"{k}: checkpoint {stored.get(k)!r}, config.json {have.get(k)!r}"
+                for k in sorted(set(stored) | set(have)) if stored.get(k) != have.get(k)]
         if diff or c["method"]["method"] != m.name:
             raise RunError(f"{self.paths['last']} does not match {self.paths['config']} ("
                            f"{'; '.join(diff) or 'method ' + c['method']['method']}): the run directory was edited")

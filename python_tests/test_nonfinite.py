@@ -46,7 +46,8 @@ def test_nan_noise_names_the_step_and_the_count(backend):
     prior, _ = _prior()
     noise = torch.randn(10, 6, 4)
     noise[3, 2, 1] = math.nan  # update 3 makes chain 2 NaN: its energy at step 4 is the first non-finite one
-    with pytest.raises(NonFiniteChainError, match=r"1 of 6 chains .* global step 4 \(timestep t=0, step 4 of 10\), in 1 "):
+    with pytest.raises(NonFiniteChainError,
+                       match=r"1 of 6 chains .* global step 4 \(timestep t=0, step 4 of 10\), in 1 "):
         H.sample_prior(prior, torch.randn(6, 4), H.LangevinSchedule.lebm(10, 0.4), noise=noise, backend=backend)
 
 
