@@ -291,7 +291,9 @@ class Trainer:
     def fit(self) -> dict:
         """Train to max_steps (from the checkpoint in out with options.resume); the final evaluation dict."""
         o, m = self.o, self.m
-        hdist.barrier()  # every rank has checked the run directory (cli) before rank 0 writes into it
+        if not o.resume:  # every rank, before any writes (the cli checked it before building anything)
+            check_fresh_start(o.out)
+        hdist.barrier()  # every rank has checked the run directory before rank 0 writes into it
         if self.main:
             os.makedirs(os.path.join(o.out, "checkpoints"), exist_ok=True)
             os.makedirs(self.paths["samples"], exist_ok=True)

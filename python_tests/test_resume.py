@@ -181,3 +181,32 @@ def test_log_lines_after_the_checkpoint_are_cut(tmp_path):
     log.write_text("\n".join(lines))
     _cut_log(str(log), 4)
     assert log.read_text() == "\n".join(lines[:3]) + "\n"
+
+
+def test_tensorboard_hides_the_events_after_the_checkpoint(tmp_path, monkeypatch):
+    """On resume the SummaryWriter gets purge_step = checkpoint step + 1: TensorBoard hides what the killed
+    session logged after the checkpoint (a stand-in writer: tensorboard is an extra)."""
+    import types
+
+    import hebm_ext as H
+    from hebm_ext import distributed as hdist
+    from hebm_ext.train import TrainOptions, Trainer
+
+    opened = []
+
+    class Writer:
+        def __init__(self, log_dir, purge_step=None):
+            opened.append(purge_step)
+
+        def add_scalar(self, *a):
+            pass
+
+        flush = close = add_scalar
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    data = H.data.Digits(split="train")
+    for steps, resume in ((3, False), (4, True)):
+        m = H.methods.create("lebm", "digits", e_l_steps=2, g_l_steps=2)
+        Trainer(m, data, data, TrainOptions(out=str(tmp_path), max_steps=steps, n_eval=20, ckpt_every=1,
+                                            sample_every=0, progress=False, resume=resume), hdist.DistInfo()).fit()
+    assert opened == [None, 4]
