@@ -129,11 +129,13 @@ def build(model, activation, steps):
     return prior, H_.LangevinSchedule.recovery_likelihood(3, steps or 50, 3e-5), sum(dims), macs
 
 
-def bench(model, device, batches, activation, steps, repeats):
+def bench(model, device, batches, activation, steps, repeats, bar=None):
     prior, sch, D, macs = build(model, activation, steps)
     prior = prior.to(device)
     rows = []
     for B in batches:
+        if bar is not None:
+            bar.set_description(f"hebm bench {model} {device} B={B}")
         y0 = torch.randn(B, D, device=device)
         t_ref, _ = median_time(lambda: H_.sample_prior(prior, y0, sch, backend="reference"), device, repeats=repeats,
                                budget_s=20)
@@ -155,22 +157,35 @@ def bench(model, device, batches, activation, steps, repeats):
             row.update(papers_loop_ms=t_loop * 1e3, speedup_vs_papers_loop=t_loop / t_fused)
             msg += f" (LEBM loop {t_loop*1e3:.2f} ms, x{t_loop/t_fused:.1f})"
         rows.append(row)
-        print(msg, flush=True)
+        if bar is not None:
+            bar.write(msg)
+            bar.update(1)
+        else:
+            print(msg, flush=True)
     return rows
 
 
 
 
 def run_latent_bench(model="lebm", batches=None, activation="lrelu", steps=None, repeats=5, devices=None,
-                     out=os.path.join("benchmarks", "out")):
-    """Run the table for one model, print it, write JSON (and a PNG with matplotlib); returns the rows."""
+                     out=os.path.join("benchmarks", "out"), progress=False):
+    """Run the table for one model, print it, write JSON (and a PNG with matplotlib); returns the rows.
+    progress: a bar over the (device, batch) rows (hebm bench)."""
     devices = devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() and H_.ops.available()["cuda"] else []))
     batches = batches or DEFAULT_BATCHES[model]
     env = environment()
     print(f"# latent Langevin, model {model} ({activation}); {env}", flush=True)
     rows = []
-    for dev in devices:
-        rows += bench(model, dev, batches, activation, steps, repeats)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(devices) * len(batches), unit="row", dynamic_ncols=True, leave=False)
+    try:
+        for dev in devices:
+            rows += bench(model, dev, batches, activation, steps, repeats, bar)
+    finally:
+        if bar is not None:
+            bar.close()
     cols = [("model", lambda r: r["model"]), ("device", lambda r: r["device"]), ("B", lambda r: str(r["B"])),
             ("steps", lambda r: str(r["steps"])), ("eager reference ms", lambda r: f"{r['eager_ms']:.2f}")]
     if model == "lebm":

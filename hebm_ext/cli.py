@@ -1,8 +1,8 @@
 """The `hebm` command line.
 
     hebm train --method M --preset P [--data-root DIR] [--out DIR] [--max-steps N] [key=value ...]
-    hebm sample CKPT [-n 64] [--out FILE]
-    hebm eval CKPT [--fid] [--mse] [--anomaly] [--data-root DIR]
+    hebm sample CKPT [-n 64] [--out FILE]                      (default RUN/sample_SEED.png)
+    hebm eval CKPT [--fid] [--mse] [--anomaly] [--data-root DIR] (default RUN/metrics_eval.json)
     hebm bench [--model lebm|joint|diffusion] [--batches ...]
     hebm demo
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -24,7 +26,7 @@ def _parse_overrides(items):
     out = {}
     for it in items:
         if "=" not in it:
-            raise SystemExit(f"hebm: config overrides are key=value, got {it!r}")
+            raise ValueError(f"config overrides are key=value, got {it!r}")
         k, v = it.split("=", 1)
         try:
             out[k] = ast.literal_eval(v)
@@ -41,39 +43,134 @@ def _datasets(config, root, heldout_digit):
     dataset = config.dataset
     if heldout_digit is not None:
         if dataset not in ("mnist", "digits"):
-            raise SystemExit("hebm: --heldout-digit is the MNIST anomaly protocol (datasets mnist and digits)")
+            raise ValueError(f"--heldout-digit is the MNIST anomaly protocol (datasets mnist and digits), the run's "
+                             f"dataset is {dataset}")
+        if not 0 <= heldout_digit <= 9:
+            raise ValueError(f"--heldout-digit must be a digit 0-9, got {heldout_digit}")
         parts = [data.open_for(config, root, "train"), data.open_for(config, root, "test")]
         return heldout_digit_split(parts, heldout_digit)
     return data.open_for(config, root, "train"), data.open_for(config, root, data.TEST_SPLIT[dataset])
 
 
+class UsageError(Exception):
+    """Bad input found before anything ran: printed as one line (exit 2), without a traceback."""
+
+
+@contextlib.contextmanager
+def _setup():
+    """Errors of the setup phase (config values, run directory, checkpoint, data files) are the user's input:
+    UsageError. HEBM_DEBUG=1 keeps the traceback."""
+    try:
+        yield
+    except (ValueError, TypeError, OSError) as e:
+        if os.environ.get("HEBM_DEBUG"):
+            raise
+        raise UsageError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
+
+
+# options of a training session: --resume may change them (logged); everything else defines the run
+_SESSION_OPTIONS = ("max_steps", "data_root", "log_every", "sample_every", "ckpt_every", "eval_every", "n_eval",
+                    "fid_weights", "monitor")
+
+
+def _abs(path):
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
+
+
+def _resume_setup(args, out, overrides):
+    """(method, TrainOptions fields, seed, note, checkpoint) of the run stored in out, read before anything is
+    written; RunError listing what the command line changes of the run's method, preset, config, seed, held-out
+    digit or number of processes."""
+    from . import checkpoint as ckpt_io
+    from . import methods
+    from .methods.config import validate
+    from .train import RunError, TrainOptions, read_run_for_resume
+
+    run = read_run_for_resume(out)
+    ckpt = ckpt_io.load(os.path.join(out, "checkpoints", "last.pt"))  # refused before anything is written
+    name, cfg = run["method"], dict(run["config"])
+    preset = cfg.pop("preset", "") or "digits"
+    stored = run["options"]
+    diffs = []
+    for flag, given, have in (("--method", args.method, name), ("--preset", args.preset, preset),
+                              ("--seed", args.seed, stored.get("seed")),
+                              ("--heldout-digit", args.heldout_digit, stored.get("heldout_digit"))):
+        if given is not None and given != have:
+            diffs.append(f"{flag}: the run has {have}, the command line {given}")
+    if run.get("world", 1) != int(os.environ.get("WORLD_SIZE", "1")):
+        diffs.append(f"processes: the run has {run.get('world', 1)}, this launch {os.environ.get('WORLD_SIZE', '1')}")
+    if diffs:  # before building anything
+        raise RunError(f"--resume: the command line differs from the run in {out} (config.json): {'; '.join(diffs)}. "
+                       "A run keeps its settings: drop these arguments, or start a new run with another --out")
+    seed = stored.get("seed", 0)
+    torch.manual_seed(seed)
+    method = methods.create(name, preset, **{**cfg, **overrides})
+    have = validate(type(method.config), cfg)
+    for k in sorted(overrides):
+        if have.get(k) != getattr(method.config, k):
+            diffs.append(f"{k}: the run has {have.get(k)!r}, the command line {getattr(method.config, k)!r}")
+    if diffs:
+        raise RunError(f"--resume: the command line differs from the run in {out} (config.json): {'; '.join(diffs)}. "
+                       "A run keeps its settings: drop these overrides, or start a new run with another --out")
+    names = {f.name for f in dataclasses.fields(TrainOptions)}
+    opts = {k: v for k, v in stored.items() if k in names}
+    changed = []
+    for k in _SESSION_OPTIONS:
+        v = getattr(args, k)
+        v = _abs(v) if k in ("data_root", "fid_weights") else v
+        if v is not None and v != opts.get(k):
+            changed.append(f"{k} {opts.get(k)} -> {v}")
+            opts[k] = v
+    note = f"options changed for this session: {', '.join(changed)}" if changed else ""
+    return method, opts, seed, note, ckpt
+
+
 def cmd_train(args) -> int:
     from . import distributed as hdist
     from . import methods
-    from .train import TrainOptions, Trainer, TrainingDiverged
+    from .train import Interrupted, TrainOptions, Trainer, TrainingDiverged, check_fresh_start
 
-    dist_info = hdist.init_from_env(args.device)
-    overrides = _parse_overrides(args.overrides)
-    torch.manual_seed(args.seed)  # the same initial parameters on every rank
-    method = methods.create(args.method, args.preset, **overrides).to(dist_info.device)
-    hdist.broadcast_module(method)
-    torch.manual_seed(args.seed + 7919 * dist_info.rank)  # chains and data augmentation differ across ranks
-    train_set, test_set = _datasets(method.config, args.data_root, args.heldout_digit)
-    out = args.out or os.path.join("runs", f"{args.method}-{args.preset}")
-    opts = TrainOptions(out=out, max_steps=args.max_steps, data_root=args.data_root, log_every=args.log_every,
-                        sample_every=args.sample_every, ckpt_every=args.ckpt_every, eval_every=args.eval_every,
-                        n_eval=args.n_eval, seed=args.seed, resume=args.resume, heldout_digit=args.heldout_digit,
-                        progress=not args.no_progress, fid_weights=args.fid_weights, monitor=args.monitor)
-    trainer = Trainer(method, train_set, test_set, opts, dist_info, method.config.dataset,
-                      command="hebm " + " ".join(sys.argv[1:]))
+    with _setup():
+        overrides = _parse_overrides(args.overrides)
+        if args.out is None and args.method is None:
+            raise ValueError("--method (a new run) or --out (the run to resume) is required")
+        out = _abs(args.out or os.path.join("runs", f"{args.method}-{args.preset or 'digits'}"))
+        dist_info = hdist.init_from_env(args.device)
+        if args.resume:
+            method, opts, seed, note, ckpt = _resume_setup(args, out, overrides)
+            opts.update(out=out, resume=True, progress=not args.no_progress)
+        else:
+            if args.method is None:
+                raise ValueError("--method is required to start a run (with --resume the run's own is used)")
+            check_fresh_start(out)
+            seed, note, ckpt = (0 if args.seed is None else args.seed), "", None
+            torch.manual_seed(seed)  # the same initial parameters on every rank
+            method = methods.create(args.method, args.preset or "digits", **overrides)
+            opts = {k: (_abs(v) if k in ("data_root", "fid_weights") else v)
+                    for k in _SESSION_OPTIONS if (v := getattr(args, k)) is not None}
+            opts.update(out=out, seed=seed, heldout_digit=args.heldout_digit, progress=not args.no_progress)
+        method = method.to(dist_info.device)
+        hdist.broadcast_module(method)
+        torch.manual_seed(seed + 7919 * dist_info.rank)  # chains and data augmentation differ across ranks
+        o = TrainOptions(**opts)
+        train_set, test_set = _datasets(method.config, o.data_root, o.heldout_digit)
+        trainer = Trainer(method, train_set, test_set, o, dist_info, method.config.dataset,
+                          command="hebm " + " ".join(sys.argv[1:]), note=note, checkpoint=ckpt)
+    name, preset = method.name, method.config.preset
     try:
         ev = trainer.fit()
     except TrainingDiverged as e:
         print(f"hebm train: {e}", file=sys.stderr)
         return 3
+    except Interrupted as e:
+        print(f"hebm train: {e}; continue with: hebm train --resume --out {out}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # a full disk, a lost mount: the previous checkpoint is intact
+        print(f"hebm train: {e.strerror or e}", file=sys.stderr)
+        return 1
     if dist_info.main:
         p = trainer.paths
-        print(f"\nhebm train: {method.step} steps of {args.method} ({args.preset}) finished.")
+        print(f"\nhebm train: {method.step} steps of {name} ({preset}) finished.")
         for k, v in ev.items():
             if k != "step":
                 print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
@@ -94,64 +191,97 @@ def _load(path, device):
     return c, ckpt_io.method_from_checkpoint(c, device)
 
 
+def _run_dir(checkpoint: str) -> str:
+    """The run directory of RUN/checkpoints/X.pt (or the checkpoint's own directory)."""
+    d = os.path.dirname(os.path.abspath(checkpoint))
+    return os.path.dirname(d) if os.path.basename(d) == "checkpoints" else d
+
+
+SAMPLE_BATCH = 500  # hebm sample draws in batches of this many (one call when n is at most this)
+
+
 def cmd_sample(args) -> int:
+    from .checkpoint import atomic_save
     from .images import image_grid, save_image
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _, m = _load(args.checkpoint, device)
+    with _setup():
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        _, m = _load(args.checkpoint, device)
+        out = os.path.abspath(args.out or os.path.join(_run_dir(args.checkpoint), f"sample_{args.seed}.png"))
+        if not os.path.isdir(os.path.dirname(out)):
+            raise FileNotFoundError(f"--out: the directory {os.path.dirname(out)} does not exist")
     torch.manual_seed(args.seed)
-    x = m.sample(args.n)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "..", f"sample_{args.seed}.png")
-    out = os.path.normpath(out)
+    bar = None
+    if args.n > SAMPLE_BATCH and not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=args.n, desc="hebm sample", unit="img", dynamic_ncols=True, leave=False)
+    parts = []
+    for i in range(0, args.n, SAMPLE_BATCH):
+        parts.append(m.sample(min(SAMPLE_BATCH, args.n - i)).cpu())
+        if bar is not None:
+            bar.update(parts[-1].shape[0])
+    if bar is not None:
+        bar.close()
+    x = torch.cat(parts)
     save_image(image_grid(x, nrow=int(args.n ** 0.5) or 1, scale=4 if x.shape[-1] <= 8 else 1), out)
-    if args.tensor:
-        from .checkpoint import atomic_save
-        atomic_save(x.cpu(), os.path.splitext(out)[0] + ".pt")
     print(f"hebm sample: {args.n} samples of {m.name} -> {out}")
+    if args.tensor:
+        pt = atomic_save(x, os.path.splitext(out)[0] + ".pt")
+        print(f"  tensor [{', '.join(map(str, x.shape))}] in [-1, 1] -> {pt}")
     return 0
 
 
 def cmd_eval(args) -> int:
     from . import data, evaluate
     from . import distributed as hdist
+    from .checkpoint import write_text_atomic
     from .metrics import heldout_digit_split
 
-    dist_info = hdist.init_from_env(args.device)
-    c, m = _load(args.checkpoint, dist_info.device)
-    opts = c["trainer"]["options"]
-    dataset = m.config.dataset
-    root = args.data_root or opts.get("data_root")
-    if not (args.fid or args.mse or args.anomaly):
-        args.fid = args.mse = True
-    test = data.open_for(m.config, root, data.TEST_SPLIT[dataset])
-    res = {"checkpoint": args.checkpoint, "step": m.step}
-    torch.manual_seed(args.seed)
-    if args.fid:
-        kind = evaluate.fid_kind(dataset, args.fid_weights)
-        if kind is None:
-            raise SystemExit("hebm eval --fid: Inception FID needs the pytorch-fid weights file "
-                             "(pt_inception-2015-12-05-6726825d.pth): --fid-weights PATH or HEBM_FID_WEIGHTS=PATH")
-        name = "digits_fid" if kind == "digits" else "fid"
-        res[name] = evaluate.fid(m, test, args.n, dist_info, kind, args.fid_weights, ref_stats=args.fid_stats,
-                                 seed=args.seed)
-        res[name + "_gaussian_prior"] = evaluate.fid(m, test, args.n, dist_info, kind, args.fid_weights, base=True,
-                                                     ref_stats=args.fid_stats, seed=args.seed)
-    if args.mse:
-        res["mse"] = evaluate.reconstruction_mse(m, test, args.n, dist_info)
-    if args.anomaly:
+    with _setup():  # everything a requested metric needs, before any metric runs
+        dist_info = hdist.init_from_env(args.device)
+        c, m = _load(args.checkpoint, dist_info.device)
+        opts = c.get("trainer", {}).get("options", {})
+        dataset = m.config.dataset
+        root = args.data_root or opts.get("data_root")
+        if not (args.fid or args.mse or args.anomaly):
+            args.fid = args.mse = True
+        kind = None
+        if args.fid:
+            kind = evaluate.fid_kind(dataset, args.fid_weights or opts.get("fid_weights"))
+            if kind is None:
+                raise ValueError("--fid: Inception FID needs the pytorch-fid weights file "
+                                 "(pt_inception-2015-12-05-6726825d.pth): --fid-weights PATH or HEBM_FID_WEIGHTS=PATH")
+            if args.fid_stats is not None and not os.path.isfile(args.fid_stats):
+                raise FileNotFoundError(f"--fid-stats: {args.fid_stats} does not exist")
         digit = opts.get("heldout_digit")
-        if digit is None:
-            raise SystemExit("hebm eval --anomaly: the checkpoint was not trained with --heldout-digit")
-        parts = [data.open_for(m.config, root, "train"), data.open_for(m.config, root, "test")]
+        if args.anomaly:
+            if digit is None:
+                raise ValueError("--anomaly: the checkpoint was not trained with --heldout-digit (the anomaly "
+                                 "protocol trains without one digit and scores it)")
+            if dist_info.enabled:
+                raise ValueError("--anomaly runs in one process (run hebm eval without torchrun)")
+        test = data.open_for(m.config, root, data.TEST_SPLIT[dataset])
+        if args.anomaly:
+            parts = [data.open_for(m.config, root, "train"), test]
+        out = os.path.abspath(args.out or os.path.join(_run_dir(args.checkpoint), "metrics_eval.json"))
+        if not os.path.isdir(os.path.dirname(out)):
+            raise FileNotFoundError(f"--out: the directory {os.path.dirname(out)} does not exist")
+    # the run's own counts and seed by default, so that the numbers of metrics.json come out again
+    n_eval = opts.get("n_eval", 1000)
+    n_fid, n_mse = (args.n, args.n) if args.n is not None else (n_eval, min(n_eval, 500))
+    seed = args.seed if args.seed is not None else opts.get("seed", 0)
+    res = {"checkpoint": os.path.abspath(args.checkpoint), "seed": seed, "n_fid": n_fid, "n_mse": n_mse}
+    res.update(evaluate.standard_metrics(m, test, dist_info, kind, n_fid, n_mse, seed, args.fid_weights or
+                                         opts.get("fid_weights"), gaussian=True, ref_stats=args.fid_stats,
+                                         fid_=args.fid, mse=args.mse, progress=not args.no_progress))
+    if args.anomaly:
         _, test_anom = heldout_digit_split(parts, digit)
-        res.update({f"anomaly_{k}": v for k, v in evaluate.anomaly(m, test_anom, dist_info).items()})
+        res.update({f"anomaly_{k}": v for k, v in evaluate.anomaly(
+            m, test_anom, dist_info, progress=None if args.no_progress else "anomaly scores").items()})
     if dist_info.main:
-        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "..", "metrics_eval.json")
-        with open(out + ".tmp", "w") as f:
-            json.dump(res, f, indent=2)
-        os.replace(out + ".tmp", out)
+        write_text_atomic(out, json.dumps(res, indent=2))
         print(json.dumps(res, indent=2))
-        print(f"hebm eval: written to {os.path.normpath(out)}")
+        print(f"hebm eval: written to {out}")
     return 0
 
 
@@ -159,7 +289,8 @@ def cmd_eval(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_latent_bench
 
-    run_latent_bench(args.model, batches=args.batches, steps=args.steps, repeats=args.repeats, out=args.out)
+    run_latent_bench(args.model, batches=args.batches, steps=args.steps, repeats=args.repeats, out=args.out,
+                     progress=not args.no_progress)
     return 0
 
 
@@ -216,21 +347,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a method (a run directory with samples, checkpoints, metrics)")
-    t.add_argument("--method", required=True, choices=METHODS)
-    t.add_argument("--preset", default="digits", help="digits (embedded data) or the papers' svhn, cifar10, "
-                                                      "celeba64, mnist")
+    t.add_argument("--method", choices=METHODS, help="required for a new run (--resume: the run's own)")
+    t.add_argument("--preset", default=None, help="digits (embedded data, the default) or the papers' svhn, "
+                                                  "cifar10, celeba64, mnist")
     t.add_argument("--data-root", default=None, help="directory of the dataset files (not needed for digits)")
     t.add_argument("--out", default=None, help="run directory (default runs/METHOD-PRESET)")
     t.add_argument("--max-steps", type=int, default=None, help="default: the preset's epochs")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped, with the run's own config and seed "
+                        "(the session options below may change)")
+    t.add_argument("--seed", type=int, default=None, help="default 0")
     t.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    t.add_argument("--log-every", type=int, default=10)
-    t.add_argument("--sample-every", type=int, default=1000)
-    t.add_argument("--ckpt-every", type=int, default=500)
-    t.add_argument("--eval-every", type=int, default=0, help="0: evaluate at the end")
-    t.add_argument("--n-eval", type=int, default=1000, help="samples for FID")
-    t.add_argument("--monitor", choices=["auto", "fid", "mse"], default="auto", help="what best.pt minimises")
+    t.add_argument("--log-every", type=int, default=None, help="default 10")
+    t.add_argument("--sample-every", type=int, default=None, help="default 1000 (0: never)")
+    t.add_argument("--ckpt-every", type=int, default=None, help="default 500")
+    t.add_argument("--eval-every", type=int, default=None, help="default 0: evaluate at the end only")
+    t.add_argument("--n-eval", type=int, default=None, help="samples for FID (default 1000)")
+    t.add_argument("--monitor", choices=["auto", "fid", "mse"], default=None, help="what best.pt minimises")
     t.add_argument("--heldout-digit", type=int, default=None, help="anomaly protocol: train without this digit")
     t.add_argument("--fid-weights", default=None, help="pytorch-fid Inception weights (or HEBM_FID_WEIGHTS)")
     t.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
@@ -240,10 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a checkpoint into a PNG grid")
     s.add_argument("checkpoint")
     s.add_argument("-n", type=int, default=64)
-    s.add_argument("--out", default=None)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--tensor", action="store_true", help="also save the samples as a .pt tensor")
+    s.add_argument("--out", default=None, help="PNG grid (default RUN/sample_SEED.png beside RUN/checkpoints/)")
+    s.add_argument("--tensor", action="store_true", help="also save the samples as a .pt tensor (same name, .pt)")
     s.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="FID, reconstruction MSE, anomaly AUPRC of a checkpoint")
@@ -251,13 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fid", action="store_true")
     e.add_argument("--mse", action="store_true")
     e.add_argument("--anomaly", action="store_true")
-    e.add_argument("-n", type=int, default=2000, help="samples / test images")
-    e.add_argument("--data-root", default=None)
+    e.add_argument("-n", type=int, default=None, help="FID samples and MSE test images (default: the run's, "
+                                                      "--n-eval for FID and at most 500 for MSE)")
+    e.add_argument("--data-root", default=None, help="default: the run's")
     e.add_argument("--fid-weights", default=None)
     e.add_argument("--fid-stats", default=None, help="reference statistics .npz (mu, sigma) instead of the test set")
-    e.add_argument("--out", default=None)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default=None, help="JSON (default RUN/metrics_eval.json beside RUN/checkpoints/)")
+    e.add_argument("--seed", type=int, default=None, help="default: the run's, so that metrics.json is reproduced")
     e.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="fused sampler vs the eager reference (medians, a table)")
@@ -266,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=None)
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--out", default=os.path.join("benchmarks", "out"))
+    b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="sample a 2-D energy-based model with the fused kernel, write a PNG")
@@ -282,12 +419,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("chains", "steps", "bins", "max_steps", "n"):
+    for name in ("chains", "steps", "bins", "max_steps", "n", "log_every", "n_eval", "repeats"):
         v = getattr(args, name, None)
         if v is not None and v < 1:
-            print(f"hebm: --{name.replace('_', '-')} must be at least 1, got {v}", file=sys.stderr)
+            print(f"hebm {args.command}: --{name.replace('_', '-')} must be at least 1, got {v}", file=sys.stderr)
             return 2
-    return args.func(args)
+    for name in ("sample_every", "ckpt_every", "eval_every"):
+        v = getattr(args, name, None)
+        if v is not None and v < 0:
+            print(f"hebm {args.command}: --{name.replace('_', '-')} must be at least 0, got {v}", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"hebm {args.command}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # writing the outputs failed (a full disk: the message names the path)
+        if os.environ.get("HEBM_DEBUG"):
+            raise
+        print(f"hebm {args.command}: {e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,13 +25,15 @@ class Diverged(RuntimeError):
 
 def make_config(cls, presets: dict, preset: str, overrides: dict):
     """cls(**presets[preset], **overrides), with errors that name the preset or the unknown option."""
+    from .config import ConfigError, validate  # every field's kind and range (config.py), before anything is built
+
     if preset not in presets:
-        raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
+        raise ConfigError(f"preset must be one of {sorted(presets)}, got {preset!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for {cls.__name__}; options are {sorted(names)}")
-    cfg = cls(**{**presets[preset], **overrides})
+        raise ConfigError(f"unknown option(s) {unknown} for {cls.__name__}; options are {sorted(names)}")
+    cfg = cls(**validate(cls, {**presets[preset], **overrides}, overrides=set(overrides)))
     cfg.preset = preset
     return cfg
 
@@ -81,7 +83,21 @@ class Method(nn.Module):
         if not torch.is_tensor(x) or x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape):
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x must be a batch of images [B, {', '.join(map(str, shape))}] in [-1, 1], got {got}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be floating-point images in [-1, 1], got {x.dtype} (from uint8 pixels: "
+                            "x.float() / 127.5 - 1)")
+        if x.numel() and not torch.compiler.is_compiling():
+            lo, hi = torch.aminmax(x.detach())
+            lo, hi = float(lo), float(hi)  # one read; NaN fails both comparisons
+            if not (lo >= -1.0 - 1e-4 and hi <= 1.0 + 1e-4):
+                raise ValueError(f"x must be images with pixels in [-1, 1], got values in [{lo:.4g}, {hi:.4g}]"
+                                 + (" (pixels in [0, 255]: x / 127.5 - 1)" if hi > 2 else
+                                    " (pixels in [0, 1]: 2 x - 1)" if lo >= 0 else ""))
         return x.to(self.device)
+
+    def check_training_length(self, max_steps: int) -> None:
+        """Raise ConfigError when a run of max_steps train_steps cannot train what the method promises (a method
+        with stages overrides it); called by the trainer before anything is written."""
 
     def _schedule_epochs(self, gamma: float, names):
         for n in names:

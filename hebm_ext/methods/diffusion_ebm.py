@@ -112,6 +112,14 @@ class DiffusionEBM(Method):
     def stage(self) -> int:
         return 1 if self.step < self.config.vae_steps else 2
 
+    def check_training_length(self, max_steps: int) -> None:
+        vae = self.config.vae_steps
+        if max_steps <= vae:
+            from .config import ConfigError
+            raise ConfigError(f"diffusion-ebm: {max_steps} steps end inside stage 1 (the VAE, vae_steps = {vae}), so "
+                              f"the EBM prior would never train: use --max-steps > {vae}, or vae_steps=N with "
+                              f"N < {max_steps}")
+
     # ------------------------------------------------------------------ chains
     def prior_latents(self, n: int) -> torch.Tensor:
         """z = T(u_0), u_0 from the annealed T x K Langevin chain started at u_T ~ N(0, I) (6.7; fused)."""

@@ -91,6 +91,68 @@ def _check_inputs(prior, y0, schedule, cond, noise, timesteps, backend):
                              f"[{int(timesteps.min())}, {int(timesteps.max())}]")
 
 
+def check_chains_finite(y: torch.Tensor, schedule: LangevinSchedule, timesteps, rerun_trace, check_finite,
+                        name: str = "sample_prior") -> None:
+    """The non-finite check of a latent sampler's output y [B, D], once at the end of a call.
+
+    The chains that ended with a NaN or inf are counted on the device. check_finite=True reads that count (the one
+    host synchronisation of a call) and, when it is not zero, raises NonFiniteChainError naming the count and the
+    first step whose energy or gradient was not finite: ``rerun_trace()`` re-runs the same chains with trace=True
+    (the same noise: Philox noise is a function of the seed and the step, explicit noise is reused) on this rare
+    error path only. check_finite=<an int64 tensor on y's device> receives the count instead (no host read: under
+    CUDA graph capture a replay refreshes it, and the caller reads it when it likes); False skips the check. Under
+    torch.compile the check is skipped (a host read would break the graph), as the input checks are.
+    """
+    if check_finite is False or torch.compiler.is_compiling():
+        return
+    count = (~torch.isfinite(y)).any(dim=1).sum() if y.numel() else y.new_zeros((), dtype=torch.int64)
+    if torch.is_tensor(check_finite):
+        if check_finite.numel() != 1 or check_finite.device != y.device or check_finite.is_floating_point():
+            raise ValueError(f"check_finite: a status tensor must be one integer element on {y.device}, got "
+                             f"{check_finite.dtype} {tuple(check_finite.shape)} on {check_finite.device}")
+        check_finite.view(()).copy_(count)
+        return
+    if check_finite is not True:
+        raise TypeError(f"check_finite must be True, False or an int64 status tensor, got {check_finite!r}")
+    if y.is_cuda and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(f"{name}: check_finite=True reads the device once at the end, which CUDA graph capture "
+                           "forbids: pass check_finite=<an int64 tensor on the device> (it receives the number of "
+                           "non-finite chains at every replay) or check_finite=False")
+    n = int(count)
+    if n:
+        _raise_nonfinite(name, n, y.shape[0], schedule, timesteps, rerun_trace())
+
+
+def _raise_nonfinite(name, n, B, schedule, timesteps, tr):
+    """NonFiniteChainError for n of B non-finite chains; tr [S, B, 2]: (energy, |grad|) per step and chain (NaN
+    where a chain does not run a step, with per-chain timesteps)."""
+    from .generic import NonFiniteChainError, _step_position
+
+    tr = tr.detach().cpu()
+    bad = ~torch.isfinite(tr).all(dim=2)  # [S, B]
+    if timesteps is not None:  # NaN marks the steps a chain does not run
+        K = torch.tensor(schedule.K)[timesteps.detach().cpu().long()]
+        bad &= torch.arange(tr.shape[0]).unsqueeze(1) < K.unsqueeze(0)
+    counts = bad.sum(dim=1)
+    hit = torch.nonzero(counts).flatten()
+    if hit.numel():
+        k = int(hit[0])
+        if timesteps is None:
+            t, i = _step_position(schedule, k)
+            where = f"global step {k} (timestep t={t}, step {i} of {schedule.K[t]})"
+        else:
+            where = f"step {k} of the chains' own timesteps"
+        first = f"the first non-finite energy or gradient is at {where}, in {int(counts[k])} chains"
+    elif tr.shape[0]:
+        first = f"every energy and gradient was finite: the last update (global step {tr.shape[0] - 1}) overflowed"
+    else:
+        first = "the step could not be traced (no re-run without the generator's state)"
+    raise NonFiniteChainError(
+        f"{name}: {n} of {B} chains ended with non-finite values (NaN or inf); {first}. Usual causes: a non-finite "
+        "parameter of the prior, a step size too large for its energy (the chains diverge), non-finite noise or "
+        "cond.")
+
+
 def _rng(y0, generator, seed):
     if seed is not None:
         return torch.tensor([int(seed) & (2 ** 63 - 1), 0], dtype=torch.int64, device=y0.device)
@@ -100,7 +162,8 @@ def _rng(y0, generator, seed):
 
 
 def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSchedule, *, cond=None, noise=None,
-                 generator=None, backend: str = "auto", trace: bool = False, timesteps=None, seed=None):
+                 generator=None, backend: str = "auto", trace: bool = False, timesteps=None, seed=None,
+                 check_finite=True):
     """Sample the latent prior by (annealed) Langevin dynamics.
 
     prior: LatentEBMPrior; y0: initial chains [B, D]; schedule: LangevinSchedule (T timesteps run T-1 ... 0).
@@ -111,6 +174,9 @@ def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSche
     y0's device and the prior is supported, else reference with a one-time warning that says why).
     timesteps: optional int tensor [B]: chain b runs only the K steps of timestep timesteps[b] (recovery-likelihood
     training). trace: also return {"energy": [S], "grad_norm": [S], "per_chain": [S, B, 2]}.
+    check_finite: True raises NonFiniteChainError when chains end non-finite (one device read at the end of the call,
+    naming the count and the first bad step); an int64 tensor on y0's device receives the count instead (no host
+    read: usable under CUDA graph capture); False skips it (see check_chains_finite).
 
     Returns y [B, D] (no gradient), or (y, trace) when ``trace``.
     """
@@ -128,14 +194,19 @@ def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSche
             backend = "fused"
     if backend == "reference":
         out = sample_prior_reference(prior, y0, schedule, cond=cond, noise=noise, generator=generator,
-                                     timesteps=timesteps, trace=trace)
+                                     timesteps=timesteps, trace=trace, check_finite=check_finite)
         return (out[0], _summarise(out[1])) if trace else out
 
     params, program = prog.packed(prior, y0.dtype, y0.device)
     empty = y0.new_empty((0,))
     rng = y0.new_empty((0,), dtype=torch.int64) if noise is not None else _rng(y0, generator, seed)
     ts = timesteps.to(torch.int64) if timesteps is not None else y0.new_empty((0,), dtype=torch.int64)
-    y, tr = ops.latent_langevin(y0.detach(), cond.detach() if cond is not None else empty, params, program,
-                                schedule.coefficients(), list(schedule.K), ts,
-                                noise if noise is not None else empty, rng, bool(trace))
+    def run(with_trace):
+        return ops.latent_langevin(y0.detach(), cond.detach() if cond is not None else empty, params, program,
+                                   schedule.coefficients(), list(schedule.K), ts,
+                                   noise if noise is not None else empty, rng, bool(with_trace))
+
+    y, tr = run(trace)
+    # the same rng tensor (the op reads it, never advances it) and noise: the re-run draws the same chains
+    check_chains_finite(y, schedule, timesteps, lambda: tr if trace else run(True)[1], check_finite)
     return (y, _summarise(tr)) if trace else y

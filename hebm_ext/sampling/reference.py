@@ -30,8 +30,40 @@ def _trace_point(trace, energy, grad, active=None):
 
 
 def sample_prior_reference(prior, y0: torch.Tensor, schedule: LangevinSchedule, *, cond=None, noise=None,
-                           generator=None, timesteps=None, trace: bool = False):
-    """Annealed Langevin on the prior, eagerly. Returns y [B, D], or (y, trace [S, B, 2]) when ``trace``."""
+                           generator=None, timesteps=None, trace: bool = False, check_finite=True):
+    """Annealed Langevin on the prior, eagerly. Returns y [B, D], or (y, trace [S, B, 2]) when ``trace``.
+    check_finite: as sample_prior's (fused.check_chains_finite: NonFiniteChainError naming the first bad step; the
+    re-run that finds it restores the generator's state from before the chains, so it draws the same noise)."""
+    snapshot = None
+    if check_finite is True and noise is None and not trace and not torch.compiler.is_compiling() and \
+            not (y0.is_cuda and torch.cuda.is_current_stream_capturing()):
+        gen = generator if generator is not None else torch.default_generator if y0.device.type == "cpu" else \
+            torch.cuda.default_generators[y0.device.index if y0.device.index is not None else
+                                          torch.cuda.current_device()] if y0.is_cuda else None
+        snapshot = (gen, gen.get_state()) if gen is not None else None
+    out = _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, trace)
+
+    def rerun():
+        if trace:
+            return out[1]
+        if noise is not None:
+            return _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, True)[1]
+        if snapshot is None:
+            return y0.new_empty((0, y0.shape[0], 2))
+        gen, state = snapshot
+        now = gen.get_state()
+        gen.set_state(state)
+        try:
+            return _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, True)[1]
+        finally:
+            gen.set_state(now)
+
+    from .fused import check_chains_finite
+    check_chains_finite(out[0] if trace else out, schedule, timesteps, rerun, check_finite, "sample_prior_reference")
+    return out
+
+
+def _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, trace):
     y = y0.detach().clone()
     y_cond = (cond if cond is not None else y0).detach().clone()
     log = [] if trace else None
