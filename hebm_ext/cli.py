@@ -55,6 +55,14 @@ def cmd_train(args) -> int:
     overrides = _parse_overrides(args.overrides)
     torch.manual_seed(args.seed)  # the same initial parameters on every rank
     method = methods.create(args.method, args.preset, **overrides).to(dist_info.device)
+    if args.backbone:  # a finished stage 1, reused frozen (hebm_ext.methods.backbone_stage.BackboneStage)
+        if not hasattr(method, "load_backbone"):
+            raise SystemExit(f"hebm: --backbone needs a method on a backbone (diffusion-ebm with backbone=spatial, "
+                             f"joint-ebm with scheme=two-stage); {args.method} --preset {args.preset} has none")
+        try:
+            method.load_backbone(args.backbone)
+        except (FileNotFoundError, ValueError, TypeError) as e:
+            raise SystemExit(f"hebm: --backbone {args.backbone}: {e}") from e
     hdist.broadcast_module(method)
     torch.manual_seed(args.seed + 7919 * dist_info.rank)  # chains and data augmentation differ across ranks
     train_set, test_set = _datasets(method.config.dataset, args.data_root, args.heldout_digit)
@@ -233,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--heldout-digit", type=int, default=None, help="anomaly protocol: train without this digit")
     t.add_argument("--fid-weights", default=None, help="pytorch-fid Inception weights (or HEBM_FID_WEIGHTS)")
     t.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    t.add_argument("--backbone", default=None, metavar="PATH",
+                   help="reuse the frozen backbone of a finished stage 1 (a checkpoint of a run on the same backbone "
+                        "configuration) and train only the EBM stage")
     t.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. e_lr=1e-4 'z_dims=(8, 16)'")
     t.set_defaults(func=cmd_train)
 

@@ -156,11 +156,15 @@ class BackboneStage(Method):
         with torch.no_grad():
             return self.layout.cat(self.backbone.encode(x))
 
+    def randn_groups(self, n: int) -> torch.Tensor:
+        """u ~ N(0, I), flat [n, D], drawn group by group (the papers' order: one randn per group, top first)."""
+        return self.layout.cat([torch.randn((n,) + s, device=self.device, dtype=self.backbone_dtype)
+                                for s in self.group_shapes])
+
     @torch.no_grad()
     def base_latents(self, n: int) -> torch.Tensor:
         """z = T(u), u ~ N(0, I): the backbone's Gaussian prior, flat [n, D]."""
-        u = torch.randn(n, self.D, device=self.device, dtype=self.backbone_dtype)
-        return self.layout.cat(self.backbone.z_from_u(self.layout.split(u)))
+        return self.layout.cat(self.backbone.z_from_u(self.layout.split(self.randn_groups(n))))
 
     @property
     def backbone_dtype(self):

@@ -68,7 +68,8 @@ class SpatialDiffusionEBM(BackboneStage):
         self.ebms = self.group_energy_nets(c.ebm, time_steps=c.T, flat=(c.head_hidden, c.head_depth), ch=c.ebm_ch)
         rl = LangevinSchedule.recovery_likelihood(c.T, c.e_l_steps, c.b_square, form="hierarchical")
         for k in ("a_s", "sigmas", "a_s_cum", "sigmas_cum", "is_recovery", "step_size_square"):
-            self.register_buffer(f"_{k}", torch.tensor(rl.extras[k], dtype=torch.float32), persistent=False)
+            # float64 (.float() / .double() of the method cast them); indexed, then cast to the chains' dtype
+            self.register_buffer(f"_{k}", torch.tensor(rl.extras[k], dtype=torch.float64), persistent=False)
         # unit steps in w = y / s_t (module docstring): h = 1/2, noise std 1
         self.chain_schedule = LangevinSchedule.lebm(c.e_l_steps, 1.0)
         self.optimizers["e"] = adam(self.ebms.parameters(), c.e_lr, c.e_betas, c.e_weight_decay)
@@ -93,7 +94,7 @@ class SpatialDiffusionEBM(BackboneStage):
         was = self.ebms.training
         self.ebms.eval()
         try:
-            u = torch.randn(n, self.D, device=self.device, dtype=self.backbone_dtype)
+            u = self.randn_groups(n)
             for t in reversed(range(self.config.T)):
                 u = self.conditional_chain(u, torch.full((n,), t, dtype=torch.long, device=self.device))
         finally:

@@ -58,7 +58,7 @@ class TwoStageJointEBM(BackboneStage):
         self.noise_fn = None  # tests: noise_fn(S, y0) -> explicit chain noise [S, *y0.shape]
 
     def prior_u(self, n: int) -> torch.Tensor:
-        u0 = torch.randn(n, self.D, device=self.device, dtype=self.backbone_dtype)
+        u0 = self.randn_groups(n)
         noise = self.noise_fn(self.chain_schedule.total_steps, u0) if self.noise_fn is not None else None
         return langevin(self.target, u0, self.chain_schedule, noise=noise, backend=self.config.chain_backend)
 
