@@ -83,16 +83,20 @@ def test_spatial_hvae_encode_decode_elbo_and_stage1_learns():
     z = b.encode(x)
     assert [tuple(v.shape) for v in z] == [(64, 4, 4, 4)] * 2
     assert b.decode(z).shape == x.shape
-    opt = torch.optim.Adam(b.parameters(), 2e-3)
+    opt = torch.optim.Adam(b.parameters(), 3e-3)
     first = None
-    for _ in range(60):
+    for _ in range(80):
         loss, stats = b.elbo(x)
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert math.isfinite(loss.item()) and loss.item() < 0.7 * first and stats["kl"] >= 0 or stats["kl"] < 0
-    assert loss.item() < 0.7 * first
+    assert math.isfinite(loss.item()) and loss.item() < 0.7 * first
+    b.eval()
+    with torch.no_grad():  # the posterior carries x: reconstructions beat decoded prior samples
+        rec = ((b.decode(b.encode(x)) - x) ** 2).mean().item()
+        prior = ((b.decode(b.z_from_u([torch.randn(64, 4, 4, 4) for _ in range(2)])) - x) ** 2).mean().item()
+    assert rec < 0.7 * prior, (rec, prior)
 
 
 def test_spatial_hvae_bad_shapes_are_named():
@@ -265,6 +269,7 @@ def test_a_user_defined_backbone_trains_the_ebm_stage(method, preset, kw):
         assert out["stage"] == 2.0 and math.isfinite(out["loss_e"])
     assert any(not torch.equal(a, b) for a, b in zip(params, m.ebms.parameters()))  # the EBMs learn
     assert all(torch.equal(before[k], v) for k, v in adapter.state_dict().items())  # the backbone is frozen
+    m.train()  # the trainer's switch leaves a frozen backbone in eval mode
     assert not adapter.training and not any(p.requires_grad for p in adapter.parameters())
     s = m.sample(5)
     assert s.shape == (5, 1, 8, 8) and torch.isfinite(s).all()

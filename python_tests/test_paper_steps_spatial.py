@@ -253,3 +253,25 @@ def test_cifar10_preset_train_step_and_sample_on_cpu_at_reduced_size():
     assert out["stage"] == 2.0 and math.isfinite(out["loss_e"])
     s = m.sample(2)
     assert s.shape == (2, 3, 32, 32) and torch.isfinite(s).all()
+
+
+def test_celebahq256_presets_build_the_paper_groups():
+    m = H.methods.create("diffusion-ebm", "celebahq256", vae_ch=8)
+    sides = [s[1] for s in m.group_shapes]
+    assert sides == [8] * 4 + [16] * 4 + [32] * 4 + [64] * 8 + [128] * 16 and len(m.ebms) == 36
+    assert all(isinstance(e, H.nn.CelebA256GroupEBM) for e in m.ebms)
+    c = m.config
+    assert (c.e_l_steps, c.b_square, c.e_gamma, c.batch_size) == (30, 2e-5, 0.98, 2)
+    j = H.methods.create("joint-ebm", "celebahq256", vae_ch=8)
+    assert len(j.ebms) == 36 and all(isinstance(e, H.nn.TwoStageGroupEBM) for e in j.ebms)
+    assert (j.config.ld_steps, j.config.ld_size, j.config.e_lr, tuple(j.config.e_betas), j.config.e_weight_decay) == \
+        (10, 1e-5, 2e-5, (0.99, 0.999), 3e-5)
+
+
+def test_the_backbone_methods_have_no_langevin_loop_of_their_own():
+    import inspect
+    import re
+
+    for mod in ("backbone_stage", "spatial_diffusion", "two_stage"):
+        src = inspect.getsource(__import__(f"hebm_ext.methods.{mod}", fromlist=["x"]))
+        assert "autograd.grad" not in src and not re.search(r"randn_like\(z\)", src), mod

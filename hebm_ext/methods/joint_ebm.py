@@ -107,9 +107,10 @@ PRESETS = {
                         nef=64, ndf=200, ld_steps=10, ld_size=1e-5, e_lr=2e-5, e_betas=(0.99, 0.999),
                         e_weight_decay=3e-5, batch_size=2, vae_steps=100000, vae_lr=1e-3, vae_betas=(0.9, 0.999)),
     # two-stage on the digits spatial backbone (the diffusion-ebm digits-spatial stage 1), minutes on a CPU
-    "digits-two-stage": dict(dataset="digits", scheme="two-stage", group_shapes=((4, 4, 4),) * 3, vae_ch=32,
-                             vae_steps=1500, vae_lr=2e-3, vae_betas=(0.9, 0.999), nef=32, ndf=64, ld_steps=10,
-                             ld_size=1e-3, e_lr=1e-4, e_betas=(0.9, 0.999), batch_size=100, epochs=250),
+    # (the same backbone configuration, so `--backbone` takes a digits-spatial run's checkpoint)
+    "digits-two-stage": dict(dataset="digits", scheme="two-stage", group_shapes=((4, 4, 4),) * 2, vae_ch=16,
+                             vae_steps=800, vae_lr=2e-3, vae_betas=(0.9, 0.999), nef=32, ndf=64, ld_steps=10,
+                             ld_size=1e-2, e_lr=1e-4, e_betas=(0.9, 0.999), batch_size=100, epochs=64),
 }
 
 
