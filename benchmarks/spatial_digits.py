@@ -24,6 +24,14 @@ from common import (command, digits_batches, environment, markdown_table, study_
 
 DEFAULT = ["diffusion-ebm:digits-spatial", "joint-ebm:digits-two-stage"]
 
+NOTES = """Reading the table: the digits FID is the Frechet distance in the features of a small digits classifier
+(hebm_ext.metrics.digits_fid, against the 359 test digits); both priors decode through the same frozen backbone, so
+the difference is the prior alone. The MMD^2 compares latents (the flat concatenation of the groups) with the
+aggregate posterior of the same digits, at the posterior's median bandwidth. Timings: 1 torch thread on a 2-core
+machine that four other developers' builds and tests shared at the same time (load average 7-12), so they are upper
+bounds; the same preset through the command line, `OMP_NUM_THREADS=1 hebm train --method diffusion-ebm --preset
+digits-spatial`, is the run the README quotes (both stages and the final evaluation)."""
+
 
 def measure(m, n_eval, seed):
     """digits FID of the EBM prior's and the Gaussian prior's samples, and their MMD^2 to the posterior."""
@@ -103,7 +111,7 @@ def main(argv=None):
                             f"`{command('spatial_digits.py', argv)}`, {env['date']}, commit {env['commit']}, "
                             f"{env['threads']} CPU thread(s) ({env['cpu_capability']}), on a machine shared with "
                             f"other jobs (timings are upper bounds).\n\n{__doc__.split(chr(10) + chr(10))[0]}\n\n"
-                            f"{table}\n")
+                            f"{table}\n\n{NOTES}\n")
     return rows
 
 

@@ -94,10 +94,10 @@ PRESETS = {
                         T=3, e_l_steps=30, b_square=2e-5, batch_size=2, e_lr=4e-5, e_betas=(0.99, 0.999),
                         e_weight_decay=3e-5, e_gamma=0.98, vae_steps=100000, vae_lr=1e-3),
     # the paper's configuration at digits scale: both stages in minutes on a CPU (docs/SPATIAL_DIGITS.md)
-    # (2 groups (4, 4, 4), 6.4's network at ch 16 on 4 x 4 groups, K = 10; 800 ELBO steps, then 160 EBM steps)
+    # (2 groups (4, 4, 4), 6.4's network at ch 16 on 4 x 4 groups, K = 10; 800 ELBO steps, then 250 EBM steps)
     "digits-spatial": dict(dataset="digits", backbone="spatial", group_shapes=((4, 4, 4),) * 2, vae_ch=16,
                            vae_steps=800, vae_lr=2e-3, ebm="cifar10", ebm_ch=16, T=3, e_l_steps=10, b_square=1e-3,
-                           e_lr=3e-4, e_betas=(0.9, 0.999), e_gamma=0.99, batch_size=100, epochs=64),
+                           e_lr=3e-4, e_betas=(0.9, 0.999), e_gamma=0.99, batch_size=100, epochs=75),
 }
 
 

@@ -44,8 +44,14 @@ class ConditionalChainTarget(nn.Module):
             self.register_buffer(k, torch.zeros(0), persistent=False)
 
     def set(self, cond, t, s2, a, sig2, r):
-        self.cond, self.t, self.s2, self.a, self.sig2, self.r = cond, t, s2, a, sig2, r
-        self.s = s2.sqrt()
+        """Copy the chains' conditioning in place when the shapes allow (a captured CUDA graph of the generic
+        engine keeps reading the same buffers: no new capture per call), else replace the buffers."""
+        for k, v in (("cond", cond), ("t", t), ("s2", s2), ("s", s2.sqrt()), ("a", a), ("sig2", sig2), ("r", r)):
+            old = getattr(self, k)
+            if old.shape == v.shape and old.dtype == v.dtype and old.device == v.device:
+                old.copy_(v)
+            else:
+                setattr(self, k, v.clone())
         return self
 
     def forward(self, w, _t=None):
