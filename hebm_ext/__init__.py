@@ -19,11 +19,11 @@ from .nn import MLP, EnergyMLP, GaussianLadder, LatentEBMPrior  # noqa: E402
 from .sampling import LangevinSchedule, data_ebm_target, generator_posterior, langevin, sample_prior  # noqa: E402
 
 __all__ = ["MLP", "EnergyMLP", "GaussianLadder", "LangevinSchedule", "LatentEBMPrior", "ops", "sample_prior",
-           "langevin", "generator_posterior", "data_ebm_target", "data", "metrics", "methods"]
+           "langevin", "generator_posterior", "data_ebm_target", "data", "metrics", "methods", "backbones"]
 
 
-def __getattr__(name):  # hebm_ext.data / .metrics / .methods load on first use (scipy, scikit-learn)
-    if name in ("data", "metrics", "methods"):
+def __getattr__(name):  # hebm_ext.data / .metrics / .methods / .backbones load on first use (scipy, scikit-learn)
+    if name in ("data", "metrics", "methods", "backbones"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

@@ -137,6 +137,8 @@ def cmd_train(args) -> int:
         out = _abs(args.out or os.path.join("runs", f"{args.method}-{args.preset or 'digits'}"))
         dist_info = hdist.init_from_env(args.device)
         if args.resume:
+            if args.backbone:
+                raise ValueError("--backbone starts a run on a finished stage 1; a resumed run has its backbone")
             method, opts, seed, note, ckpt = _resume_setup(args, out, overrides)
             opts.update(out=out, resume=True, progress=not args.no_progress)
         else:
@@ -146,6 +148,11 @@ def cmd_train(args) -> int:
             seed, note, ckpt = (0 if args.seed is None else args.seed), "", None
             torch.manual_seed(seed)  # the same initial parameters on every rank
             method = methods.create(args.method, args.preset or "digits", **overrides)
+            if args.backbone:  # a finished stage 1, reused frozen (hebm_ext.methods.backbone_stage.BackboneStage)
+                if not hasattr(method, "load_backbone"):
+                    raise ValueError(f"--backbone needs a method on a backbone (diffusion-ebm with backbone=spatial, "
+                                     f"joint-ebm with scheme=two-stage); {args.method} --preset {args.preset} has none")
+                method.load_backbone(args.backbone)
             opts = {k: (_abs(v) if k in ("data_root", "fid_weights") else v)
                     for k in _SESSION_OPTIONS if (v := getattr(args, k)) is not None}
             opts.update(out=out, seed=seed, heldout_digit=args.heldout_digit, progress=not args.no_progress)
@@ -367,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--heldout-digit", type=int, default=None, help="anomaly protocol: train without this digit")
     t.add_argument("--fid-weights", default=None, help="pytorch-fid Inception weights (or HEBM_FID_WEIGHTS)")
     t.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    t.add_argument("--backbone", default=None, metavar="PATH",
+                   help="reuse the frozen backbone of a finished stage 1 (a checkpoint of a run on the same backbone "
+                        "configuration) and train only the EBM stage")
     t.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. e_lr=1e-4 'z_dims=(8, 16)'")
     t.set_defaults(func=cmd_train)
 

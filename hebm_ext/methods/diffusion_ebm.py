@@ -58,16 +58,33 @@ class DiffusionEBMConfig(DataOptions):
     batch_size: int = 50           # 25 per GPU x 2 GPUs
     epochs: int = 200
     prior_backend: str = "auto"
+    # spatial backbones (methods/spatial_diffusion.py, ALGORITHMS.md 6.1-6.7): backbone="mlp" is the flat path of
+    # this file (fused kernels); "spatial" = hebm_ext.backbones.SpatialHVAE over group_shapes; "custom" = the
+    # object given as create(..., backbone=obj)
+    backbone: str = "mlp"
+    group_shapes: tuple = ()       # latent groups (c, h, w), TOP first
+    vae_ch: int = 32               # SpatialHVAE: tower channels, residual cells per group, squeeze-excitation
+    vae_cells: int = 1
+    vae_se: bool = False
+    ebm: str = "cifar10"           # per-group EBM (hebm_ext.nn.group_ebm): "cifar10" (6.4) | "celebahq256" (6.5)
+    ebm_ch: int = 128
+    chain_backend: str = "auto"    # generic engine: "eager" | "graph" (CUDA) | "auto"
     preset: str = ""
 
 
 # the paper's EBMs and backbone (ebm_net.py: spectral norm on every layer; NVAE's top sigma exp(0) + 0.01)
 _PAPER = dict(e_spectral_norm=True, sigma_top=1.01)
+_SPATIAL_CIFAR10 = dict(dataset="cifar10", backbone="spatial", group_shapes=((20, 16, 16),) * 30, vae_ch=64, ebm="cifar10",
+                       ebm_ch=128, T=3, e_l_steps=50, b_square=3e-5, batch_size=25, e_lr=4e-5, e_betas=(0.99, 0.999),
+                       e_weight_decay=3e-5, e_gamma=0.9, vae_steps=100000, vae_lr=1e-3)
 PRESETS = {
-    # jcui1224/diffusion-hierarchical-ebm config.py a100_cifar10 (ALGORITHMS.md 6.2-6.6); an MLP ladder stands in
-    # for the pretrained NVAE
-    "cifar10": dict(dataset="cifar10", z_dims=(64, 128, 128), ngf=64, nif=64, ladder_hidden=256, head_hidden=200,
-                    **_PAPER),
+    # jcui1224/diffusion-hierarchical-ebm config.py a100_cifar10 (ALGORITHMS.md 6.2-6.6) with an MLP ladder standing
+    # in for the pretrained NVAE (the flat, fused-kernel path)
+    "cifar10-mlp": dict(dataset="cifar10", z_dims=(64, 128, 128), ngf=64, nif=64, ladder_hidden=256, head_hidden=200,
+                        **_PAPER),
+    # the paper's configuration (6.4, 6.6): 30 spatial groups (20, 16, 16) of an NVAE-shaped backbone (our
+    # SpatialHVAE as stage 1, or a pretrained one with --backbone / create(backbone=obj)), one 6.4 EBM per group
+    "cifar10": _SPATIAL_CIFAR10,
     # the CIFAR-10 recipe on the other datasets of the package
     "svhn": dict(dataset="svhn", z_dims=(64, 128, 128), ngf=64, nif=64, ladder_hidden=256, **_PAPER),
     "celeba64": dict(dataset="celeba64", z_dims=(64, 128, 128), ngf=128, nif=64, ladder_hidden=256,
@@ -77,6 +94,17 @@ PRESETS = {
     "digits": dict(dataset="digits", z_dims=(4, 8), ngf=32, nif=32, ladder_hidden=64, vae_steps=1000, vae_lr=2e-3,
                    head_hidden=64, head_depth=2, e_l_steps=30, b_square=1e-3, e_lr=1e-4, e_betas=(0.9, 0.999),
                    e_gamma=0.99, batch_size=100, epochs=550),
+    # CelebA-HQ-256 (6.5, 6.7; the decoder-order groups of 6.1), images from a folder
+    "celebahq256": dict(dataset="celebahq256", backbone="spatial", vae_ch=64, ebm="celebahq256", ebm_ch=64,
+                        group_shapes=(((20, 8, 8),) * 4 + ((20, 16, 16),) * 4 + ((20, 32, 32),) * 4
+                                      + ((20, 64, 64),) * 8 + ((20, 128, 128),) * 16),
+                        T=3, e_l_steps=30, b_square=2e-5, batch_size=2, e_lr=4e-5, e_betas=(0.99, 0.999),
+                        e_weight_decay=3e-5, e_gamma=0.98, vae_steps=100000, vae_lr=1e-3),
+    # the paper's configuration at digits scale: both stages in minutes on a CPU (docs/SPATIAL_DIGITS.md)
+    # (2 groups (4, 4, 4), 6.4's network at ch 16 on 4 x 4 groups, K = 10; 800 ELBO steps, then 250 EBM steps)
+    "digits-spatial": dict(dataset="digits", backbone="spatial", group_shapes=((4, 4, 4),) * 2, vae_ch=16,
+                           vae_steps=800, vae_lr=2e-3, ebm="cifar10", ebm_ch=16, T=3, e_l_steps=10, b_square=1e-3,
+                           e_lr=3e-4, e_betas=(0.9, 0.999), e_gamma=0.99, batch_size=100, epochs=75),
 }
 
 
@@ -86,6 +114,9 @@ class DiffusionEBM(Method):
     def __init__(self, config: DiffusionEBMConfig):
         super().__init__(config)
         c = config
+        if c.backbone != "mlp":
+            raise ValueError(f"DiffusionEBM is the flat MLP path (backbone='mlp'); backbone={c.backbone!r} is built by "
+                             "hebm_ext.methods.create('diffusion-ebm', ...) (SpatialDiffusionEBM)")
         check_positive(c, "ngf", "ladder_hidden", "g_llhd_sigma", "vae_lr", "b_square", "e_lr", "batch_size",
                        "head_hidden")
         if isinstance(c.T, bool) or not isinstance(c.T, int) or c.T < 2:
@@ -218,5 +249,15 @@ class DiffusionEBM(Method):
                 + self.prior.energy(self.gen.ladder.u_from_z(z), t0))
 
 
-def create(preset: str = "digits", **overrides) -> DiffusionEBM:
-    return DiffusionEBM(make_config(DiffusionEBMConfig, PRESETS, preset, overrides))
+def create(preset: str = "digits", **overrides):
+    """DiffusionEBM (backbone="mlp", the fused-kernel path) or, for backbone="spatial" or a backbone object
+    (``backbone=obj``, hebm_ext.backbones' protocol), SpatialDiffusionEBM (methods/spatial_diffusion.py)."""
+    from .backbone_stage import split_backbone_arg
+
+    obj, overrides = split_backbone_arg(overrides)
+    cfg = make_config(DiffusionEBMConfig, PRESETS, preset, overrides)
+    if cfg.backbone == "mlp":
+        return DiffusionEBM(cfg)
+    from .spatial_diffusion import SpatialDiffusionEBM
+
+    return SpatialDiffusionEBM(cfg, backbone=obj)

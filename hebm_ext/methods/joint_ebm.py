@@ -34,7 +34,7 @@ from ..sampling.targets import generator_posterior
 from .base import DataOptions, Method, adam, check_positive, make_config
 from .hvae import MultiLayerGenerator
 
-SCHEMES = ("mcmc", "variational")
+SCHEMES = ("mcmc", "variational", "two-stage")  # two-stage: methods/two_stage.py (3.2)
 
 
 @dataclass
@@ -70,6 +70,20 @@ class JointEBMConfig(DataOptions):
     epochs: int = 101
     prior_backend: str = "auto"
     posterior_backend: str = "auto"
+    # scheme="two-stage" (methods/two_stage.py, ALGORITHMS.md 3.2): per-group EBMs on a frozen backbone
+    backbone: str = "spatial"        # "spatial" (hebm_ext.backbones.SpatialHVAE) | "mlp" | "custom" (backbone=obj)
+    group_shapes: tuple = ()         # latent groups (c, h, w), TOP first
+    vae_ch: int = 32
+    vae_cells: int = 1
+    vae_se: bool = False
+    vae_steps: int = 0               # stage 1 (the backbone's ELBO, Adam(vae_lr, vae_betas)); 0: a loaded backbone
+    nef: int = 64                    # _netEzi: conv width, Linear width
+    ndf: int = 200
+    ld_steps: int = 10               # u-space Langevin: K, eta (3.2)
+    ld_size: float = 1e-5
+    ld_base: str = "z"               # "z": log p_beta(T(u)) as the code; "u": N(0, I) of u (ICML-24)
+    e_weight_decay: float = 0.0
+    chain_backend: str = "auto"
     preset: str = ""
 
 
@@ -86,6 +100,17 @@ PRESETS = {
     "digits": dict(dataset="digits", z_dims=(4, 8), ngf=32, nif=32, ladder_hidden=64, ladder_depth=2,
                    sigma_min=0.15, e_l_step_size=0.2, head_hidden=(64, 64), head_depth=(2, 2), g_lr=1e-3, e_lr=1e-4,
                    vae_lr=1e-3, epochs=60),
+    # two-stage on a pretrained NVAE-shaped backbone (3.2: CelebA-HQ-256, batch 2 per GPU, 6500 iterations)
+    "celebahq256": dict(dataset="celebahq256", scheme="two-stage", vae_ch=64,
+                        group_shapes=(((20, 8, 8),) * 4 + ((20, 16, 16),) * 4 + ((20, 32, 32),) * 4
+                                      + ((20, 64, 64),) * 8 + ((20, 128, 128),) * 16),
+                        nef=64, ndf=200, ld_steps=10, ld_size=1e-5, e_lr=2e-5, e_betas=(0.99, 0.999),
+                        e_weight_decay=3e-5, batch_size=2, vae_steps=100000, vae_lr=1e-3, vae_betas=(0.9, 0.999)),
+    # two-stage on the digits spatial backbone (the diffusion-ebm digits-spatial stage 1), minutes on a CPU
+    # (the same backbone configuration, so `--backbone` takes a digits-spatial run's checkpoint)
+    "digits-two-stage": dict(dataset="digits", scheme="two-stage", group_shapes=((4, 4, 4),) * 2, vae_ch=16,
+                             vae_steps=800, vae_lr=2e-3, vae_betas=(0.9, 0.999), nef=32, ndf=64, ld_steps=10,
+                             ld_size=1e-2, e_lr=1e-4, e_betas=(0.9, 0.999), batch_size=100, epochs=64),
 }
 
 
@@ -97,6 +122,9 @@ class JointEBM(Method):
         c = config
         if c.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {c.scheme!r}")
+        if c.scheme == "two-stage":
+            raise ValueError("scheme='two-stage' is built by hebm_ext.methods.create('joint-ebm', ...) "
+                             "(methods/two_stage.py: TwoStageJointEBM)")
         check_positive(c, "ngf", "ladder_hidden", "e_l_step_size", "g_l_step_size", "g_llhd_sigma", "g_lr", "e_lr",
                        "batch_size")
         dims = list(c.z_dims)
@@ -217,5 +245,15 @@ class JointEBM(Method):
             return rec - self.gen.ladder.log_prob(z) + self.energy(z)
 
 
-def create(preset: str = "digits", **overrides) -> JointEBM:
-    return JointEBM(make_config(JointEBMConfig, PRESETS, preset, overrides))
+def create(preset: str = "digits", **overrides):
+    """JointEBM (scheme "mcmc" | "variational") or TwoStageJointEBM (scheme="two-stage", methods/two_stage.py; a
+    backbone object may be given as ``backbone=obj``)."""
+    from .backbone_stage import split_backbone_arg
+
+    obj, overrides = split_backbone_arg(overrides)
+    cfg = make_config(JointEBMConfig, PRESETS, preset, overrides)
+    if cfg.scheme != "two-stage":
+        return JointEBM(cfg)
+    from .two_stage import TwoStageJointEBM
+
+    return TwoStageJointEBM(cfg, backbone=obj)
