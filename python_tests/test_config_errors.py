@@ -48,7 +48,7 @@ BAD = [
     ("joint-ebm", {"z_dims": (4,)}, ["z_dims must be a tuple of integers >= 1 with at least 2 items, e.g. (8, 16)"]),
     ("joint-ebm", {"z_dims": "abc"}, ["z_dims must be a tuple of integers >= 1, e.g. (8, 16), got 'abc'"]),
     ("joint-ebm", {"z_dims": (4, 8, 8)}, ["head_hidden needs one entry per item of z_dims (3"]),
-    ("joint-ebm", {"scheme": "vae"}, ["scheme must be one of ('mcmc', 'variational'), got 'vae'"]),
+    ("joint-ebm", {"scheme": "vae"}, ["scheme must be one of ('mcmc', 'variational', 'two-stage'), got 'vae'"]),
     ("joint-ebm", {"ebm_in_elbo": 1}, ["ebm_in_elbo must be True or False"]),
     ("diffusion-ebm", {"T": 1}, ["T must be an integer >= 2"]),
     ("dual-mcmc", {"bn_mode": "x", "sample_l_steps": 0}, ["bn_mode must be one of ('train', 'eval')",

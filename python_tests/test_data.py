@@ -378,3 +378,17 @@ def test_method_configs_read_celeba_with_the_papers_crop_and_flip(tmp_path):
     flipped = [bool(torch.equal(train[0][0], plain[0][0].flip(-1))) for _ in range(40)]
     assert 5 < sum(flipped) < 35  # about half of the reads are flipped
     assert data.open_for(lebm, str(tmp_path), "train").crop == "lebm"
+
+
+def test_celebahq256_reads_image_folders(tmp_path):
+    """The diffusion prior's CelebA-HQ-256 presets read ROOT/<split>/<class>/*.png at 256x256 (hebm train can)."""
+    from hebm_ext import data
+
+    for split, n in (("train", 2), ("test", 1)):
+        os.makedirs(tmp_path / split / "faces")
+        for i in range(n):
+            Image.fromarray(np.full((300, 280, 3), 40 * i, np.uint8)).save(tmp_path / split / "faces" / f"{i}.png")
+    tr, te = data.open_dataset("celebahq256", str(tmp_path), "train"), data.open_dataset("celebahq256", str(tmp_path), "test")
+    assert (len(tr), len(te)) == (2, 1) and tr[1][0].shape == (3, 256, 256)
+    with pytest.raises(FileNotFoundError, match="--data-root"):
+        data.open_dataset("celebahq256", None, "train")

@@ -75,10 +75,11 @@ def test_presets_follow_the_papers():
     assert (c.g_lr, c.e_lr, c.batch_size) == (1e-4, 2e-5, 100)
     c = methods.create("diffusion-ebm", "cifar10").config
     assert (c.T, c.e_l_steps, c.b_square, c.e_lr, c.e_betas, c.e_weight_decay, c.e_gamma) == (3, 50, 3e-5, 4e-5, (0.99, 0.999), 3e-5, 0.9)
+    c = methods.create("diffusion-ebm", "cifar10-mlp").config  # the flat stand-in keeps the paper's heads and top
     assert (c.e_spectral_norm, c.sigma_top) == (True, 1.01)  # ebm_net.py's spectral norm; NVAE's top exp(0) + 0.01
     c = methods.create("diffusion-ebm", "celeba64").config
     assert (c.e_l_steps, c.b_square, c.e_gamma, c.e_spectral_norm, c.sigma_top) == (30, 2e-5, 0.98, True, 1.01)
-    m = methods.create("diffusion-ebm", "cifar10")
+    m = methods.create("diffusion-ebm", "cifar10-mlp")
     assert all(h.spectral_norm for h in m.heads) and m.gen.ladder.sigma_top == 1.01
     for dataset in ("svhn", "cifar10"):  # LEBM's weights_init_xavier on the generator's convs (1.1)
         m = methods.create("lebm", dataset)

@@ -15,11 +15,20 @@ from .mnist import MNIST, read_idx
 from .svhn import SVHN
 from .transforms import Compose, RandomHorizontalFlip
 
-__all__ = ["CIFAR10", "CelebA64", "Compose", "Digits", "ImageFolder", "MNIST", "RandomHorizontalFlip", "SVHN",
+__all__ = ["CIFAR10", "CelebA64", "CelebAHQ256", "Compose", "Digits", "ImageFolder", "MNIST", "RandomHorizontalFlip",
+           "SVHN",
            "celeba_crop", "read_idx"]
 
-READERS = {"digits": Digits, "mnist": MNIST, "svhn": SVHN, "cifar10": CIFAR10, "celeba64": CelebA64}
-TEST_SPLIT = {"digits": "test", "mnist": "test", "svhn": "test", "cifar10": "test", "celeba64": "test"}
+def CelebAHQ256(root, split: str = "train", transform=None):
+    """CelebA-HQ at 256x256 from image folders (the diffusion prior's 6.5 / 6.7 data): ROOT/<split>/<class>/*.png
+    (any class folder name, e.g. ROOT/train/faces/00000.png), RGB, resized to 256x256 (PIL BILINEAR)."""
+    return ImageFolder(root, split=split, transform=transform, size=256, channels=3)
+
+
+READERS = {"digits": Digits, "mnist": MNIST, "svhn": SVHN, "cifar10": CIFAR10, "celeba64": CelebA64,
+           "celebahq256": CelebAHQ256}
+TEST_SPLIT = {"digits": "test", "mnist": "test", "svhn": "test", "cifar10": "test", "celeba64": "test",
+              "celebahq256": "test"}
 
 
 def open_dataset(name: str, root=None, split: str = "train", transform=None, crop: str = "lebm"):

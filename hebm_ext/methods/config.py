@@ -67,6 +67,21 @@ def _crops():
     return CROPS
 
 
+def _backbones():
+    from .backbone_stage import BACKBONES
+    return BACKBONES
+
+
+def _ld_bases():
+    from .two_stage import LD_BASES
+    return LD_BASES
+
+
+def _group_ebms():
+    from ..nn.group_ebm import GROUP_EBMS
+    return tuple(GROUP_EBMS)
+
+
 def _inits():
     from ..nn.conv import INITS
     return INITS
@@ -80,6 +95,13 @@ RULES = [
     (r"preset", Rule()),
     (r"dataset", Rule(choices=_datasets)),
     (r"crop", Rule(choices=_crops)),
+    (r"backbone", Rule(choices=_backbones)),
+    (r"ld_base", Rule(choices=_ld_bases)),
+    (r"ebm", Rule(choices=_group_ebms)),
+    (r"group_shapes", Rule(ge=1, kind="shapes", example="((20, 16, 16),) * 30")),
+    (r"vae_ch|ebm_ch|nef", POS_INT),
+    (r"vae_cells", NONNEG),
+    (r"ld_size", POS),
     (r".*_init", Rule(choices=_inits)),
     (r"prior_backend", Rule(choices=_fused_backends)),
     (r".*_backend", Rule(choices=_generic_backends)),
@@ -194,6 +216,22 @@ def _check_value(cls, f, kind: str, optional: bool, r: Rule | None, v, values: d
         if choices is not None and v not in choices:
             return None, f"must be one of {tuple(choices)}"
         return v, None
+    if kind == "shapes":  # latent group shapes, top first: a tuple of (d,) or (c, h, w) tuples of positive ints
+        want = f"a tuple of group shapes, each (d,) or (c, h, w) of positive integers, e.g. {r.example}"
+        if not isinstance(v, (list, tuple)):
+            return None, f"must be {want}"
+        out = []
+        for g in v:
+            if not isinstance(g, (list, tuple)) or len(g) not in (1, 3):
+                return None, f"must be {want}"
+            shape = []
+            for e in g:
+                x, err = _check_number(e, "int", r)
+                if err is not None:
+                    return None, f"must be {want}"
+                shape.append(x)
+            out.append(tuple(shape))
+        return tuple(out), None
     if kind == "int_or_tuple":
         if not isinstance(v, (list, tuple)):
             x, err = _check_number(v, "int", r)
