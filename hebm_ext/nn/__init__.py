@@ -3,8 +3,9 @@ from .conv import *  # noqa: F401,F403
 from .conv import __all__ as _conv_all
 from .data_ebm import *  # noqa: F401,F403
 from .data_ebm import __all__ as _ebm_all
+from .convert import ModuleEnergy
 from .energy import ACTIVATIONS, MLP, EnergyMLP
 from .ladder import GaussianLadder
 from .prior import LatentEBMPrior
 
-__all__ = ["ACTIVATIONS", "MLP", "EnergyMLP", "GaussianLadder", "LatentEBMPrior"] + list(_conv_all) + list(_ebm_all)
+__all__ = ["ACTIVATIONS", "MLP", "EnergyMLP", "GaussianLadder", "LatentEBMPrior", "ModuleEnergy"] + list(_conv_all) + list(_ebm_all)
