@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..nn.convert import ModuleEnergy, effective_bias, effective_weight
+from ..nn.convert import Act, ModuleEnergy, effective_bias, effective_weight
 from ..nn.energy import ACT_CODES, ACT_WITH_PARAM, MLP, EnergyMLP, no_power_iteration
 from ..nn.prior import LatentEBMPrior
 
@@ -121,7 +121,7 @@ def _module_entries(b: _Builder, head: ModuleEnergy, in_off: int):
                 bo = (head.sign * (bias.sum() if bias is not None else w.new_zeros(()))).reshape(1)
                 lins.append(_linear_entry(b, wo, bo, -1))
                 break
-            act = layer.act
+            act = layer.act if layer.act is not None else Act("identity")  # Linear - Linear
             a = act.pre
             wj = a * m_prev * w if a * m_prev != 1.0 else w
             bj = (a * bias if a != 1.0 else bias) if bias is not None else None
