@@ -1,6 +1,8 @@
-"""The drop-in path (issue 18): the papers' own energy networks and Langevin loops, written here in the papers'
-style (our code, after bpucla/latent-space-EBM-prior train_svhn.py and jcui1224/hierarchical-representation-ebm
-train_fid.py), converted by LatentEBMPrior.from_module and run on backend="fused" with the same explicit noise."""
+"""The drop-in path (issue 18): the papers' own energy networks and Langevin loops (papers_style.py: our code in the
+papers' style, after bpucla/latent-space-EBM-prior train_svhn.py and jcui1224/hierarchical-representation-ebm
+train_fid.py), converted by LatentEBMPrior.from_module and run on backend="fused" with the same explicit noise;
+the other two examples of docs/PORTING.md (LEBM's posterior chain, a diffusion-EBM chain through a conv network) on
+the generic engine."""
 import math
 import warnings
 from collections import OrderedDict
@@ -12,111 +14,11 @@ from torch import nn
 
 import hebm_ext as H
 from helpers import TOL
+from papers_style import (ConvEnergy, _netE, _netG, add_sn, energy_model, gao_sample, langevin_prior,
+                          sample_langevin_post_z, sample_langevin_prior_z)
 
 sn_hook = nn.utils.spectral_norm
 sn_param = nn.utils.parametrizations.spectral_norm
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The papers' code, in their style
-
-class GELU(nn.Module):  # train_svhn.py's own wrapper
-    def forward(self, x):
-        return F.gelu(x)
-
-
-class _netE(nn.Module):
-    """train_svhn.py: Linear(nz, ndf) - f - Linear(ndf, ndf) - f - Linear(ndf, nez), optional spectral-norm hooks,
-    z [B, nz, 1, 1] in, .view(-1, nez, 1, 1) out."""
-
-    def __init__(self, nz=100, ndf=200, nez=1, activation="lrelu", e_sn=True):
-        super().__init__()
-        self.nez = nez
-        apply_sn = sn_hook if e_sn else (lambda x: x)
-        f = GELU() if activation == "gelu" else nn.LeakyReLU(0.2)
-        self.ebm = nn.Sequential(
-            apply_sn(nn.Linear(nz, ndf)),
-            f,
-            apply_sn(nn.Linear(ndf, ndf)),
-            f,
-            apply_sn(nn.Linear(ndf, nez)),
-        )
-
-    def forward(self, z):
-        return self.ebm(z.squeeze()).view(-1, self.nez, 1, 1)
-
-
-def energy(score, e_energy_form):
-    if e_energy_form == "tanh":
-        return torch.tanh(-score.squeeze())
-    if e_energy_form == "sigmoid":
-        return torch.sigmoid(score.squeeze())
-    if e_energy_form == "softplus":
-        return F.softplus(score.squeeze())
-    return score.squeeze()
-
-
-def sample_langevin_prior_z(z, netE, noise, e_l_step_size, e_prior_sig=1.0, e_energy_form="identity",
-                            sign=1.0):
-    """train_svhn.py's prior chain, with the draws taken from ``noise`` [S, B, ...] (sign -1: a net that returns
-    log-densities)."""
-    z = z.clone().detach()
-    z.requires_grad = True
-    for i in range(noise.shape[0]):
-        en = sign * energy(netE(z), e_energy_form)
-        z_grad = torch.autograd.grad(en.sum(), z)[0]
-        z.data = z.data - 0.5 * e_l_step_size * e_l_step_size * (z_grad + 1.0 / (e_prior_sig * e_prior_sig) * z.data)
-        z.data += e_l_step_size * noise[i].view_as(z)
-    return z.detach()
-
-
-def add_sn(m):  # hierarchical-representation-ebm utils.py
-    for name, layer in m.named_children():
-        m.add_module(name, add_sn(layer))
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        return nn.utils.spectral_norm(m)
-    return m
-
-
-class energy_model(nn.Module):
-    """train_fid.py's netE: a log-density over the concatenation of the layers."""
-
-    def __init__(self, z_dim, num_layers, ndf):
-        super().__init__()
-        self.z_dim = z_dim
-        current_dims = self.z_dim
-        layers = OrderedDict()
-        for i in range(num_layers):
-            layers["fc{}".format(i + 1)] = nn.Linear(current_dims, ndf)
-            layers["lrelu{}".format(i + 1)] = nn.LeakyReLU(0.2)
-            current_dims = ndf
-        layers["out"] = nn.Linear(current_dims, 1)
-        self.energy = nn.Sequential(layers)
-
-    def forward(self, zs):
-        z = torch.cat(zs, dim=1)
-        assert z.shape[1] == self.z_dim
-        z = z.view(-1, self.z_dim)
-        en = self.energy(z).squeeze(1)
-        return en
-
-
-def langevin_prior(zs_init, netE, noise, e_l_step_size):
-    """train_fid.py's chain over the layers (net = log-density, N(0, I) reference), draws from ``noise``."""
-    zs = []
-    for z in zs_init:
-        z = z.clone().detach()
-        z.requires_grad = True
-        zs.append(z)
-    dims = [z.shape[1] for z in zs]
-    for k in range(noise.shape[0]):
-        en = netE(zs).sum()
-        en_grad = torch.autograd.grad(en, zs)
-        xi = noise[k].split(dims, dim=1)
-        for i, z in enumerate(zs):
-            z.data += 0.5 * e_l_step_size * e_l_step_size * (en_grad[i] - z.data)
-            z.data += e_l_step_size * xi[i]
-    return [z.detach() for z in zs]
 
 
 def _init(net, scale=1.0, seed=0):
@@ -523,3 +425,39 @@ def test_bad_arguments():
         H.LatentEBMPrior.from_module(net, 5, input=(4, 1, 1))
     with pytest.raises(TypeError, match="net must be an nn.Module"):
         H.LatentEBMPrior.from_module(lambda z: z, 5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# docs/PORTING.md's other two examples: the generic engine
+
+def test_lebm_posterior_chain_generic_engine():
+    """sample_langevin_post_z(z, x, netG, netE) -> langevin(generator_posterior(G, x, prior, sigma=0.3), ...):
+    the prior's gradient from the fused op (a from_module prior), the generator's by autograd."""
+    torch.manual_seed(12)
+    nz, B, steps, s = 16, 5, 8, 0.1
+    netG = _init(_netG(nz, 8, 3), 0.1).double()  # a gentle generator: a stable (non-chaotic) chain
+    netE = _init(_netE(nz, 32, 1), 2.0).double().eval()
+    x = torch.randn(B, 3, 32, 32, dtype=torch.float64).tanh()
+    z0 = torch.randn(B, nz, dtype=torch.float64)
+    noise = torch.randn(steps, B, nz, dtype=torch.float64)
+    ref = sample_langevin_post_z(z0.view(B, nz, 1, 1), x, netG, netE, noise, s).view(B, nz)
+    prior = H.LatentEBMPrior.from_module(netE, nz, input=(nz, 1, 1))
+    G = nn.Sequential(nn.Unflatten(1, (nz, 1, 1)), netG)  # the generator takes [B, nz, 1, 1]
+    target = H.generator_posterior(G, x, prior, sigma=0.3, fused_prior=True)
+    y = H.langevin(target, z0, H.LangevinSchedule.lebm(steps, s), noise=noise)
+    assert (y - ref).abs().max().item() < 1e-10
+
+
+def test_diffusion_ebm_conv_chain_generic_engine():
+    """Gao et al.'s annealed recovery-likelihood sampling through a conv EBM -> langevin(f, x_T,
+    LangevinSchedule.recovery_likelihood(T, K, b_square, form="gao"))."""
+    torch.manual_seed(13)
+    T, K, B, b2 = 3, 4, 3, 2e-4
+    f = _init(ConvEnergy(3, 8, T, 8), 1.0).double()
+    x_T = torch.randn(B, 3, 8, 8, dtype=torch.float64)
+    noise = torch.randn(T * K, B, 3, 8, 8, dtype=torch.float64)
+    ref = gao_sample(f, x_T, K, b2, H.sampling.diffusion_schedule(T), noise)
+    sched = H.LangevinSchedule.recovery_likelihood(T, K, b2, form="gao")
+    y = H.langevin(lambda y, t: f(y, torch.full((y.shape[0],), t, dtype=torch.long)), x_T, sched, noise=noise)
+    assert (y - ref).abs().max().item() < 1e-10
+    assert (x_T - ref).abs().max().item() > 1e-3
