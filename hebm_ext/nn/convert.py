@@ -160,14 +160,15 @@ def _tensor_methods(*names):
     return {getattr(torch.Tensor, n) for n in names if hasattr(torch.Tensor, n)}
 
 
-_RESHAPES = _tensor_methods("view", "reshape", "squeeze", "unsqueeze", "flatten", "contiguous", "view_as",
-                            "reshape_as") | {torch.reshape, torch.squeeze, torch.unsqueeze, torch.flatten}
+_RESHAPES = _tensor_methods("view", "reshape", "squeeze", "unsqueeze", "flatten", "unflatten", "contiguous",
+                            "view_as", "reshape_as") | {torch.reshape, torch.squeeze, torch.unsqueeze, torch.flatten}
 _SAME = _tensor_methods("to", "float", "double", "type_as", "type")  # no-ops only when they return their input
 _CATS = {torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat)}
 
 # function -> (activation name, {parameter: (position after the input, default)})
 _ACT_FUNCS = {}
-for _f in (F.leaky_relu, getattr(F, "leaky_relu_", None), torch._C._nn.leaky_relu, getattr(torch._C._nn, "leaky_relu_", None)):
+for _f in (F.leaky_relu, getattr(F, "leaky_relu_", None), torch._C._nn.leaky_relu,
+           getattr(torch._C._nn, "leaky_relu_", None)):
     if _f is not None:
         _ACT_FUNCS[_f] = ("leaky_relu", {"negative_slope": (0, 0.01)})
 for _f in (F.relu, getattr(F, "relu_", None), torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_):
