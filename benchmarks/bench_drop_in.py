@@ -1,6 +1,7 @@
 """The speeds and the spectral-norm difference quoted in docs/PORTING.md: each of the papers' chains as the user's
 code has it (python_tests/papers_style.py: the papers' networks and Langevin loops in their style) against the call
-that replaces it, side by side in one run. Medians over repeats after a warm-up; CPU; float32.
+that replaces it, side by side in one run. Medians over repeats after a warm-up, the two calls
+of a row timed alternately; CPU; float32.
 
     python benchmarks/bench_drop_in.py [--repeats 5] [--quick] [--out benchmarks/out]
 
@@ -10,9 +11,10 @@ Rows:
                   with spectral-norm hooks (e_sn), netE in train mode as during training
   cui_prior       train_fid.py's energy_model over 5 layers of 10 (2 x 100, LeakyReLU 0.2, spectral-norm hooks),
                   langevin_prior K = 100, s = 0.3 -> from_module(..., output="log_density", input="layers")
-  lebm_posterior  sample_langevin_post_z through the SVHN _netG (ngf 64), K = 20, s = 0.1 -> langevin(
+  lebm_posterior  sample_langevin_post_z through the SVHN _netG (ngf 64), B = 64, K = 20, s = 0.1 -> langevin(
                   generator_posterior(G, x, prior, sigma=0.3), ...) (the prior's gradient from the fused op)
-  diffusion       Gao et al.'s annealed recovery-likelihood sampling through a conv EBM (16 x 16 x 3, T = 6, K = 30)
+  diffusion       Gao et al.'s annealed recovery-likelihood sampling through a conv EBM (16 x 16 x 3, T = 6, K = 30,
+                  B = 16)
                   -> langevin(f, x_T, LangevinSchedule.recovery_likelihood(6, 30, 2e-4, form="gao"))
 and the spectral-norm study: the fused chain (W / sigma with the stored u, v) against the papers' loop in train mode
 (one power iteration per forward), on the LEBM setting after 20 Adam steps of LEBM's EBM update.
@@ -21,19 +23,42 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 
 import torch
 from torch import nn
 
 import hebm_ext as H
-from hebm_ext.bench import environment, markdown_table, median_time, write_json
+from hebm_ext.bench import environment, markdown_table, write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python_tests"))
 import papers_style as P  # noqa: E402
 
 
+BUDGET_S = 60.0  # per timing: repeats stop after this (never fewer than 3), to keep a run short on a shared CPU
+
+
+def _pair(eager, fused, repeats):
+    """Medians of the two calls timed alternately (one warm-up each first), so that a change of the shared
+    machine's load hits both; repeats stop after BUDGET_S (never fewer than 3)."""
+    eager(), fused()
+    te, tf = [], []
+    start = time.perf_counter()
+    for i in range(repeats):
+        for fn, ts in ((eager, te), (fused, tf)):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        if i >= 2 and time.perf_counter() - start > BUDGET_S:
+            break
+    return statistics.median(te), statistics.median(tf)
+
+
 def _row(name, B, eager_s, fused_s, what):
+    print(f"{name:36s} B={B:5d}  papers' loop {eager_s:8.3f} s  hebm {fused_s:8.3f} s  {eager_s / fused_s:5.1f}x",
+          flush=True)
     return {"chain": name, "B": B, "eager_s": eager_s, "hebm_s": fused_s, "speedup": eager_s / fused_s, "call": what}
 
 
@@ -45,8 +70,8 @@ def lebm_prior(B, repeats, e_sn):
     noise = torch.randn(steps, B, nz)
     prior = H.LatentEBMPrior.from_module(netE, nz, input=(nz, 1, 1))
     sched = H.LangevinSchedule.lebm(steps, s)
-    t_e, _ = median_time(lambda: P.sample_langevin_prior_z(z0, netE, noise, s), repeats=repeats)
-    t_f, _ = median_time(lambda: H.sample_prior(prior, z0.view(B, nz), sched, backend="fused"), repeats=repeats)
+    t_e, t_f = _pair(lambda: P.sample_langevin_prior_z(z0, netE, noise, s),
+                     lambda: H.sample_prior(prior, z0.view(B, nz), sched, backend="fused"), repeats)
     return _row(f"lebm_prior{' (e_sn)' if e_sn else ''}", B, t_e, t_f, "sample_prior(from_module)")
 
 
@@ -59,8 +84,8 @@ def cui_prior(B, repeats):
     prior = H.LatentEBMPrior.from_module(netE, dims, output="log_density", input="layers")
     sched = H.LangevinSchedule.lebm(steps, s)
     y0 = torch.cat(zs0, 1)
-    t_e, _ = median_time(lambda: P.langevin_prior(zs0, netE, noise, s), repeats=repeats)
-    t_f, _ = median_time(lambda: H.sample_prior(prior, y0, sched, backend="fused"), repeats=repeats)
+    t_e, t_f = _pair(lambda: P.langevin_prior(zs0, netE, noise, s),
+                     lambda: H.sample_prior(prior, y0, sched, backend="fused"), repeats)
     return _row("cui_prior (5 x 10)", B, t_e, t_f, "sample_prior(from_module)")
 
 
@@ -76,8 +101,8 @@ def lebm_posterior(B, repeats):
     G = nn.Sequential(nn.Unflatten(1, (nz, 1, 1)), netG)
     target = H.generator_posterior(G, x, prior, sigma=0.3)
     sched = H.LangevinSchedule.lebm(steps, s)
-    t_e, _ = median_time(lambda: P.sample_langevin_post_z(z0, x, netG, netE, noise, s), repeats=repeats)
-    t_f, _ = median_time(lambda: H.langevin(target, z0.view(B, nz), sched), repeats=repeats)
+    t_e, t_f = _pair(lambda: P.sample_langevin_post_z(z0, x, netG, netE, noise, s),
+                     lambda: H.langevin(target, z0.view(B, nz), sched), repeats)
     return _row("lebm_posterior (SVHN _netG)", B, t_e, t_f, "langevin(generator_posterior)")
 
 
@@ -93,8 +118,8 @@ def diffusion(B, repeats):
     def log_prob(y, t):
         return f(y, torch.full((y.shape[0],), t, dtype=torch.long))
 
-    t_e, _ = median_time(lambda: P.gao_sample(f, x_T, K, b2, tab, noise), repeats=repeats)
-    t_f, _ = median_time(lambda: H.langevin(log_prob, x_T, sched), repeats=repeats)
+    t_e, t_f = _pair(lambda: P.gao_sample(f, x_T, K, b2, tab, noise),
+                     lambda: H.langevin(log_prob, x_T, sched), repeats)
     return _row("diffusion (conv EBM, T 6 x K 30)", B, t_e, t_f, "langevin(recovery_likelihood gao)")
 
 
@@ -144,12 +169,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="small batches, 2 repeats (a smoke run)")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--out", default="benchmarks/out")
     a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     rep = 2 if a.quick else a.repeats
     big = 100 if a.quick else 1024
     rows = [lebm_prior(100, rep, False), lebm_prior(big, rep, False), lebm_prior(100, rep, True),
-            cui_prior(100, rep), lebm_posterior(16 if a.quick else 100, rep), diffusion(8 if a.quick else 64, rep)]
+            cui_prior(100, rep), lebm_posterior(16 if a.quick else 64, rep), diffusion(8 if a.quick else 16, rep)]
     study = spectral_norm_study()
     cols = [("chain", lambda r: r["chain"]), ("B", lambda r: str(r["B"])),
             ("papers' loop (s)", lambda r: f"{r['eager_s']:.3f}"), ("hebm (s)", lambda r: f"{r['hebm_s']:.3f}"),
@@ -160,7 +188,7 @@ def main(argv=None):
     print("spectral norm, fused vs train-mode loop:", {k: (round(v, 6) if isinstance(v, float) else v)
                                                       for k, v in study.items()})
     print(env)
-    write_json(os.path.join(a.out, "drop_in.json"), {"rows": rows, "spectral_norm": study, "env": env})
+    write_json(os.path.join(a.out, f"drop_in{'_t' + str(a.threads) if a.threads else ''}.json"), {"rows": rows, "spectral_norm": study, "env": env})
     return rows, study
 
 

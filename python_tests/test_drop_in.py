@@ -149,6 +149,14 @@ class _Functional(nn.Module):
         return self.out(h).squeeze(-1)
 
 
+class Swish(nn.Module):  # train_svhn.py's 'swish'
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
+ACTS["Swish (x * sigmoid(x))"] = Swish
+
+
 FUNCS = {
     "F.leaky_relu": lambda x: F.leaky_relu(x, 0.3),
     "F.leaky_relu kw": lambda x: F.leaky_relu(x, negative_slope=0.1),
@@ -347,6 +355,16 @@ class _WrongCat(nn.Module):
         return self.a(torch.cat(list(reversed(zs)), dim=1)).squeeze(1)
 
 
+class _TupleOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(5, 1)
+
+    def forward(self, z):
+        e = self.a(z).squeeze(1)
+        return e, e
+
+
 def _hooked():
     lin = nn.Linear(5, 1)
     lin.register_forward_hook(lambda m, i, o: o * 2)
@@ -365,6 +383,9 @@ UNSUPPORTED = {
     "scale": (_Scaled, "mul"),
     "F.linear": (_FunctionalLinear, "linear"),
     "hook": (_hooked, "forward hook"),
+    "Conv1d": (lambda: nn.Sequential(nn.Unflatten(1, (1, 5)), nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(6, 1)),
+               "1 (Conv1d)"),
+    "tuple output": (_TupleOut, "output (tuple)"),
     "mixing reshape": (_MixChains, "mixes the chains"),
 }
 

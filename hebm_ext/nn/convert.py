@@ -15,7 +15,7 @@ a torch-function mode that records every operation (and module hooks that treat 
 path from the input to the output must be Linear layers (with or without bias, spectrally normalised by
 ``torch.nn.utils.spectral_norm`` hooks or ``torch.nn.utils.parametrizations.spectral_norm``, or weight-normalised),
 elementwise activations (LeakyReLU with any slope, ReLU, GELU exact and tanh-approximate, SiLU, Tanh, ELU, Softplus
-with the default threshold, Sigmoid; as modules or as functions), reshapes that keep each chain's values in order
+with the default threshold, Sigmoid; as modules or as functions; x * sigmoid(x) as SiLU), reshapes that keep each chain's values in order
 (view, reshape, squeeze, unsqueeze, flatten, contiguous) and, for ``input="layers"``, the concatenation of the
 layers in order. Anything else leaves ``fused_reason`` set to a message that names the first unsupported layer or
 operation and where it is; the prior then runs on the reference sampler (or the generic engine, hebm_ext.langevin).
@@ -56,6 +56,7 @@ class Act:
     post: float = 1.0
     shift: float = 0.0
     where: str = ""
+    name: str = ""  # the PyTorch activation it came from
 
 
 @dataclass
@@ -72,6 +73,12 @@ def act_of_module_kind(name: str, **kw) -> Act:
     """The Act for a PyTorch activation by name: leaky_relu(slope), relu, gelu(approximate), silu, tanh, elu(alpha),
     softplus(beta), sigmoid. Raises ValueError for an unsupported setting."""
     where = kw.pop("where", "")
+    act = _act_of(name, kw, where)
+    act.name = name
+    return act
+
+
+def _act_of(name: str, kw: dict, where: str) -> Act:
     if name == "leaky_relu":
         return Act("lrelu", float(kw["slope"]), where=where)
     if name == "relu":
@@ -163,6 +170,7 @@ def _tensor_methods(*names):
 _RESHAPES = _tensor_methods("view", "reshape", "squeeze", "unsqueeze", "flatten", "unflatten", "contiguous",
                             "view_as", "reshape_as") | {torch.reshape, torch.squeeze, torch.unsqueeze, torch.flatten}
 _SAME = _tensor_methods("to", "float", "double", "type_as", "type")  # no-ops only when they return their input
+_MULS = _tensor_methods("mul", "__mul__", "__rmul__") | {torch.mul, torch.multiply}
 _CATS = {torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat)}
 
 # function -> (activation name, {parameter: (position after the input, default)})
@@ -307,6 +315,13 @@ class _Recorder(TorchFunctionMode):
             return out  # metadata (shapes), constants
         if not torch.is_tensor(out):
             return out  # x.shape, x.size(1), x.dim(): no data flows on; a later use of such a value fails below
+        if func in _MULS and len(srcs) == 2:  # x * sigmoid(x): LEBM's Swish module, SiLU
+            for x, sg in ((srcs[0], srcs[1]), (srcs[1], srcs[0])):
+                ns = self.nodes[self.node_of(sg)]
+                if ns.kind == "act" and ns.act.name == "sigmoid" and ns.parent == self.node_of(x):
+                    self._mark(out, _Node("act", ns.parent, tuple(out.shape), act=Act("silu", where=self.where()),
+                                          where=self.where()))
+                    return out
         if len(srcs) > 1 or any(s is not srcs[0] for s in srcs):
             self.fail(f"{name} combines the latent's values with other values (the kernels run a chain of Linear "
                       "layers and elementwise activations)")
