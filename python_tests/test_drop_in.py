@@ -482,3 +482,24 @@ def test_diffusion_ebm_conv_chain_generic_engine():
     y = H.langevin(lambda y, t: f(y, torch.full((y.shape[0],), t, dtype=torch.long)), x_T, sched, noise=noise)
     assert (y - ref).abs().max().item() < 1e-10
     assert (x_T - ref).abs().max().item() > 1e-3
+
+
+def test_cuda_block_program_runs_the_new_activations():
+    """The CUDA kernel's block program (executed on the CPU by hebm::_latent_langevin_block_emulation) evaluates a
+    converted module with every activation kind through the same core definitions as the CPU kernel."""
+    from hebm_ext.sampling import program as P  # noqa: PLC0415
+
+    torch.manual_seed(14)
+    nz, B, steps, s = 10, 7, 8, 0.3
+    net = _init(_mixed_net(nz, 12), scale=2.5).double().eval()
+    prior = H.LatentEBMPrior.from_module(net, nz, output="log_density", energy_form="sigmoid")
+    sched = H.LangevinSchedule.lebm(steps, s)
+    y0 = torch.randn(B, nz, dtype=torch.float64)
+    noise = torch.randn(steps, B, nz, dtype=torch.float64)
+    ref = sample_langevin_prior_z(y0, net, noise, s, e_energy_form="sigmoid", sign=-1.0)
+    params, program = P.build_program(prior, y0.dtype, y0.device)
+    e = y0.new_empty(0)
+    out, _ = torch.ops.hebm._latent_langevin_block_emulation(
+        y0, e, params, program, sched.coefficients(), list(sched.K), torch.empty(0, dtype=torch.int64), noise,
+        torch.zeros(2, dtype=torch.int64), False, 16, 3, 4)
+    assert (out - ref).abs().max().item() < 1e-10
