@@ -186,14 +186,14 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const BlockArgs<T>& a, const NetDesc& ne
   const int tile = lay.tile, D = a.prog.D;
   T* stage = smem + lay.stage;
   T* E = smem + lay.e;
-  const T slope = net.slope >= 0 ? a.params[net.slope] : T(0);
   const T* X = Z + net.in_off;
   int ldx = D;
   for (int j = net.first; j < net.first + net.n_lin - 1; ++j) {
     const LinearDesc& L = a.prog.lin[j];
-    HEBM_DISPATCH_ACT(net.act, ACT,
+    const T param = L.param >= 0 ? a.params[L.param] : T(0);
+    HEBM_DISPATCH_ACT(L.act, ACT,
                       (block_linear_forward<T, ACT, Ctx>(ctx, a, L, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow,
-                                                         slope, stage)));
+                                                         param, stage)));
     X = smem + lay.h[j];
     ldx = L.out;
   }
@@ -237,13 +237,13 @@ HEBM_BLOCK_FN void block_ladder_forward(Ctx& ctx, const BlockArgs<T>& a, const N
   const BlockLayout& lay = a.lay;
   const int tile = lay.tile;
   T* stage = smem + lay.stage;
-  const T slope = net.slope >= 0 ? a.params[net.slope] : T(0);
   int ldx = a.prog.D;
   for (int j = net.first; j < net.first + net.n_lin - 1; ++j) {
     const LinearDesc& L = a.prog.lin[j];
-    HEBM_DISPATCH_ACT(net.act, ACT,
+    const T param = L.param >= 0 ? a.params[L.param] : T(0);
+    HEBM_DISPATCH_ACT(L.act, ACT,
                       (block_linear_forward<T, ACT, Ctx>(ctx, a, L, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow,
-                                                         slope, stage)));
+                                                         param, stage)));
     X = smem + lay.h[j];
     ldx = L.out;
   }

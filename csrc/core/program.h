@@ -7,13 +7,17 @@
 // buffer and describes them with a list of int64 (the "program"); parse_program() turns that list into the POD
 // ProgramDesc below, which the CPU kernel reads on the host and the CUDA kernel receives by value.
 //
-// Int list layout (version 1):
+// Int list layout (version 2):
 //   [0] kProgramMagic  [1] kProgramVersion  [2] D  [3] n_layers  [4] base kind  [5] base_param  [6] soft_clamp
 //   [7] n_nets  [8] n_linears
 //   n_layers x (offset, dim)
-//   n_nets   x (role, in_off, in_dim, act, slope, n_lin, out_off, out_dim, time_steps)
-//   n_linear x (in, out, w, b, tb)        weights row-major [out x in]; b, tb = -1 when absent;
-//                                          tb = a per-timestep additive bias table [time_steps x out]
+//   n_nets   x (role, in_off, in_dim, n_lin, out_off, out_dim, time_steps)
+//   n_linear x (in, out, w, b, tb, act, act_param)
+//                                          weights row-major [out x in]; b, tb = -1 when absent;
+//                                          tb = a per-timestep additive bias table [time_steps x out];
+//                                          act = the activation applied to this layer's output (ActKind,
+//                                          ACT_IDENTITY on every net's output layer); act_param = params offset
+//                                          of its parameter (lrelu slope, elu alpha, softplus beta) or -1
 // Nets own consecutive linears in order. Heads (role 0) map z[in_off : in_off+in_dim] to one energy;
 // ladder nets (role 1) map a parent layer to (mu_raw, log_sigma_raw) of a child layer.
 #pragma once
@@ -27,13 +31,13 @@ namespace hebm {
 namespace core {
 
 constexpr int64_t kProgramMagic = 0x4842454D;  // "HBEM"
-constexpr int64_t kProgramVersion = 1;
+constexpr int64_t kProgramVersion = 2;
 constexpr int kMaxLayers = 16;
 constexpr int kMaxNets = 32;
 constexpr int kMaxLinears = 96;
 constexpr int kHeaderInts = 9;
-constexpr int kNetInts = 9;
-constexpr int kLinearInts = 5;
+constexpr int kNetInts = 7;
+constexpr int kLinearInts = 7;
 
 enum BaseKind : int {
   BASE_NONE = 0,      // flat: no base term (Gao et al.'s recovery likelihood form)
@@ -50,13 +54,13 @@ enum NetRole : int { NET_HEAD = 0, NET_LADDER = 1 };
 struct LinearDesc {
   int in, out;
   int w, b, tb;
+  int act;    // ActKind of this layer's activation (ACT_IDENTITY on a net's output layer)
+  int param;  // params offset of the activation's parameter (slope, alpha, beta), -1 when it has none
 };
 
 struct NetDesc {
   int role;
   int in_off, in_dim;
-  int act;
-  int slope;  // params offset of the leaky-ReLU slope, -1 for other activations
   int first, n_lin;
   int out_off, out_dim;
   int time_steps;
@@ -159,12 +163,10 @@ inline ParseResult parse_program(const int64_t* v, int64_t n, int64_t n_params, 
     d.role = int(q[0]);
     d.in_off = int(q[1]);
     d.in_dim = int(q[2]);
-    d.act = int(q[3]);
-    d.slope = int(q[4]);
-    d.n_lin = int(q[5]);
-    d.out_off = int(q[6]);
-    d.out_dim = int(q[7]);
-    d.time_steps = int(q[8]);
+    d.n_lin = int(q[3]);
+    d.out_off = int(q[4]);
+    d.out_dim = int(q[5]);
+    d.time_steps = int(q[6]);
     d.first = first;
     first += d.n_lin;
     q += kNetInts;
@@ -182,9 +184,7 @@ inline ParseResult parse_program(const int64_t* v, int64_t n, int64_t n_params, 
       return r;
     }
     if (d.in_off < 0 || d.in_dim <= 0 || d.in_off + d.in_dim > p.D) { detail::set_msg(r, "program: net input slice out of range; net", i); return r; }
-    if (d.act < 0 || d.act >= ACT_COUNT) { detail::set_msg(r, "program: unknown activation; net", i); return r; }
     if (d.n_lin < 1) { detail::set_msg(r, "program: a net needs at least one linear layer; net", i); return r; }
-    if (d.slope >= n_params) { detail::set_msg(r, "program: slope offset out of range; net", i); return r; }
     if (d.time_steps < 0) { detail::set_msg(r, "program: negative time steps; net", i); return r; }
     if (d.time_steps > p.time_steps) p.time_steps = d.time_steps;
   }
@@ -210,10 +210,17 @@ inline ParseResult parse_program(const int64_t* v, int64_t n, int64_t n_params, 
     L.w = int(q[2]);
     L.b = int(q[3]);
     L.tb = int(q[4]);
+    L.act = int(q[5]);
+    L.param = int(q[6]);
     q += kLinearInts;
     if (L.in <= 0 || L.out <= 0) { detail::set_msg(r, "program: empty linear layer", j); return r; }
     if (L.w < 0 || int64_t(L.w) + int64_t(L.in) * L.out > n_params) { detail::set_msg(r, "program: weight out of the parameter buffer; linear", j); return r; }
     if (L.b >= 0 && int64_t(L.b) + L.out > n_params) { detail::set_msg(r, "program: bias out of the parameter buffer; linear", j); return r; }
+    if (L.act < 0 || L.act >= ACT_COUNT) { detail::set_msg(r, "program: unknown activation; linear", j); return r; }
+    if (act_has_param(L.act) ? (L.param < 0 || L.param >= n_params) : L.param != -1) {
+      detail::set_msg(r, "program: activation parameter offset out of range (or given to a kind without one); linear", j);
+      return r;
+    }
     if (L.in > p.max_width) p.max_width = L.in;
     if (L.out > p.max_width) p.max_width = L.out;
   }
@@ -225,6 +232,7 @@ inline ParseResult parse_program(const int64_t* v, int64_t n, int64_t n_params, 
       if (L.in != width) { detail::set_msg(r, "program: linear input width does not chain; linear", j); return r; }
       width = L.out;
       const bool hidden = j < d.first + d.n_lin - 1;
+      if (!hidden && L.act != ACT_IDENTITY) { detail::set_msg(r, "program: a net's output layer must have the identity activation; linear", j); return r; }
       if (hidden && L.out > p.max_hidden) p.max_hidden = L.out;
       if (L.tb >= 0) {
         if (!hidden || d.time_steps <= 0) { detail::set_msg(r, "program: time bias only on hidden layers of time-conditioned nets; linear", j); return r; }

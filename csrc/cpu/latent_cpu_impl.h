@@ -99,13 +99,14 @@ struct TileView {
 template <typename T>
 static const T* net_forward(const CpuArgs<T>& a, const NetDesc& net, TileView<T>& tv, const T* X, int ldx, int rows,
                             const int* trow, int& ld_last) {
-  const T slope = net.slope >= 0 ? a.params[net.slope] : T(0);
   const T* in = X;
   int ld = ldx;
   for (int j = net.first; j < net.first + net.n_lin - 1; ++j) {
     const CpuLinear<T>& L = a.lin[j];
+    const LinearDesc& Ld = a.prog.lin[j];
+    const T param = Ld.param >= 0 ? a.params[Ld.param] : T(0);
     gemm<T>(rows, L.out_pad, L.in, in, ld, L.wf, L.out_pad, tv.h[j], L.out_pad);
-    HEBM_DISPATCH_ACT(net.act, ACT, hidden_epilogue<T, ACT>(tv.h[j], tv.dh[j], rows, L.out_pad, L.bias, L.tb, trow, slope));
+    HEBM_DISPATCH_ACT(Ld.act, ACT, hidden_epilogue<T, ACT>(tv.h[j], tv.dh[j], rows, L.out_pad, L.bias, L.tb, trow, param));
     in = tv.h[j];
     ld = L.out_pad;
   }

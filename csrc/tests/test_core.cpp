@@ -66,8 +66,7 @@ static void test_normals() {
 }
 
 template <int A>
-static void test_activation(const char* name) {
-  const double slope = 0.2;
+static void test_activation(const char* name, double slope = 0.2) {
   for (double x = -4.0; x <= 4.0; x += 0.37) {
     double y, dy, yp, dyp, ym, dym;
     act_value_grad<A, double>(x, slope, y, dy);
@@ -75,7 +74,7 @@ static void test_activation(const char* name) {
     act_value_grad<A, double>(x + h, slope, yp, dyp);
     act_value_grad<A, double>(x - h, slope, ym, dym);
     const double fd = (yp - ym) / (2 * h);
-    CHECK(std::fabs(fd - dy) < 1e-7, "%s'(%g): analytic %.12g finite difference %.12g", name, x, dy, fd);
+    CHECK(std::fabs(fd - dy) < 1e-7 * std::fmax(1.0, std::fabs(slope)), "%s'(%g) (param %g): analytic %.12g finite difference %.12g", name, x, slope, dy, fd);
   }
   double y, dy;
   act_value_grad<A, double>(0.0, slope, y, dy);
@@ -85,7 +84,7 @@ static void test_activation(const char* name) {
     float yf, dyf;
     act_value_grad<A, float>(float(x), float(slope), yf, dyf);
     act_value_grad<A, double>(x, slope, y, dy);
-    CHECK(std::fabs(yf - y) < 1e-5 && std::fabs(dyf - dy) < 1e-5, "%s float/double mismatch at %g", name, x);
+    CHECK(std::fabs(yf - y) < 1e-5 * std::fmax(1.0, std::fabs(y)) && std::fabs(dyf - dy) < 1e-5, "%s float/double mismatch at %g (param %g)", name, x, slope);
   }
 }
 
@@ -97,15 +96,29 @@ static void test_values() {
   CHECK(std::fabs(y - 0.7310585786300049) < 1e-14, "silu(1) = %.16g", y);
   act_value_grad<ACT_LRELU, double>(-2.0, 0.2, y, dy);
   CHECK(y == -0.4 && dy == 0.2, "lrelu(-2) = %g, %g", y, dy);
+  act_value_grad<ACT_LRELU, double>(0.0, 0.0, y, dy);
+  CHECK(y == 0.0 && dy == 0.0, "relu (lrelu slope 0) at 0 = %g, %g (PyTorch: 0, 0)", y, dy);
+  act_value_grad<ACT_GELU_TANH, double>(1.0, 0.0, y, dy);
+  CHECK(std::fabs(y - 0.8411919906082768) < 1e-14, "gelu_tanh(1) = %.16g", y);
+  act_value_grad<ACT_ELU, double>(-1.0, 1.5, y, dy);
+  CHECK(std::fabs(y - 1.5 * (std::exp(-1.0) - 1)) < 1e-15 && std::fabs(dy - 1.5 * std::exp(-1.0)) < 1e-15, "elu(-1)");
+  act_value_grad<ACT_ELU, double>(0.0, 1.5, y, dy);
+  CHECK(y == 0.0 && dy == 1.5, "elu at 0 = %g, %g (PyTorch's derivative at 0 is alpha)", y, dy);
+  act_value_grad<ACT_SOFTPLUS, double>(1.0, 1.0, y, dy);
+  CHECK(std::fabs(y - 0.6201145069582775) < 1e-14, "softplus0(1) = %.16g", y);
+  act_value_grad<ACT_SOFTPLUS, double>(30.0, 1.0, y, dy);  // past PyTorch's threshold 20: linear
+  CHECK(std::fabs(y - (30.0 - std::log(2.0))) < 1e-13 && dy == 1.0, "softplus0(30) = %.16g, %g", y, dy);
+  act_value_grad<ACT_SOFTPLUS, double>(5.0, 8.0, y, dy);  // beta x = 40 > 20
+  CHECK(std::fabs(y - (5.0 - std::log(2.0) / 8.0)) < 1e-13 && dy == 1.0, "softplus0(5; beta 8) = %.16g", y);
 }
 
 static void test_program_errors() {
   // one layer of 4 dims, gaussian base, one head 4 -> 3 -> 1 (lrelu)
   std::vector<int64_t> prog = {kProgramMagic, kProgramVersion, 4, 1, BASE_GAUSSIAN, 0, 0, 1, 2,
                                0, 4,
-                               NET_HEAD, 0, 4, ACT_LRELU, 1, 2, -1, 1, 0,
-                               4, 3, 2, 14, -1,
-                               3, 1, 17, 20, -1};
+                               NET_HEAD, 0, 4, 2, -1, 1, 0,
+                               4, 3, 2, 14, -1, ACT_LRELU, 1,
+                               3, 1, 17, 20, -1, ACT_IDENTITY, -1};
   ProgramDesc p;
   ParseResult r = parse_program(prog.data(), int64_t(prog.size()), 21, p);
   CHECK(r.ok, "valid program rejected: %s", r.msg);
@@ -113,9 +126,30 @@ static void test_program_errors() {
   r = parse_program(prog.data(), int64_t(prog.size()), 20, p);
   CHECK(!r.ok, "bias past the end of the parameters accepted");
   std::vector<int64_t> bad = prog;
-  bad[9 + 2 + 9 + 5] = 4;  // second linear's input width 4 != 3
+  const int lin0 = kHeaderInts + 2 + kNetInts, lin1 = lin0 + kLinearInts;
+  bad[lin1] = 4;  // second linear's input width 4 != 3
   r = parse_program(bad.data(), int64_t(bad.size()), 21, p);
   CHECK(!r.ok, "broken width chain accepted");
+  bad = prog;
+  bad[lin1 + 5] = ACT_TANH;  // an activation on the head's output layer
+  r = parse_program(bad.data(), int64_t(bad.size()), 21, p);
+  CHECK(!r.ok, "activation on an output layer accepted");
+  bad = prog;
+  bad[lin0 + 6] = -1;  // lrelu without its slope
+  r = parse_program(bad.data(), int64_t(bad.size()), 21, p);
+  CHECK(!r.ok, "lrelu without a slope accepted");
+  bad = prog;
+  bad[lin0 + 5] = ACT_TANH;  // tanh given a parameter
+  r = parse_program(bad.data(), int64_t(bad.size()), 21, p);
+  CHECK(!r.ok, "a parameter for tanh accepted");
+  bad = prog;
+  bad[lin0 + 5] = ACT_COUNT;
+  r = parse_program(bad.data(), int64_t(bad.size()), 21, p);
+  CHECK(!r.ok, "unknown activation accepted");
+  bad = prog;
+  bad[lin0 + 5] = ACT_ELU;  // elu with its alpha: fine
+  r = parse_program(bad.data(), int64_t(bad.size()), 21, p);
+  CHECK(r.ok, "elu with alpha rejected: %s", r.msg);
   bad = prog;
   bad[0] = 7;
   r = parse_program(bad.data(), int64_t(bad.size()), 21, p);
@@ -164,6 +198,11 @@ int main() {
   test_activation<ACT_GELU>("gelu");
   test_activation<ACT_SILU>("silu");
   test_activation<ACT_TANH>("tanh");
+  test_activation<ACT_GELU_TANH>("gelu_tanh");
+  test_activation<ACT_IDENTITY>("identity");
+  for (double p : {0.0, 0.2, 1.0, 2.5}) test_activation<ACT_LRELU>("lrelu", p);
+  for (double p : {0.2, 1.0, 2.5}) test_activation<ACT_ELU>("elu", p);
+  for (double p : {0.2, 1.0, 8.0}) test_activation<ACT_SOFTPLUS>("softplus0", p);
   test_values();
   test_program_errors();
   if (failures) {

@@ -9,8 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = ("lrelu", "gelu", "silu", "tanh")
-ACT_CODES = {name: i for i, name in enumerate(ACTIVATIONS)}  # same numbering as csrc/core/activations.h
+ACTIVATIONS = ("lrelu", "gelu", "silu", "tanh")  # EnergyMLP's choices
+# Every kind of the kernels, numbered as csrc/core/activations.h's ActKind ("softplus" is softplus - log(2)/beta
+# there; converted modules use the kinds past "tanh", hebm_ext/nn/convert.py)
+ACT_CODES = {"lrelu": 0, "gelu": 1, "silu": 2, "tanh": 3, "gelu_tanh": 4, "elu": 5, "softplus": 6, "identity": 7}
+ACT_WITH_PARAM = ("lrelu", "elu", "softplus")  # slope, alpha, beta
 
 
 def activation(x: torch.Tensor, kind: str, slope: float = 0.2) -> torch.Tensor:

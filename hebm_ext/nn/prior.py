@@ -22,7 +22,8 @@ class LatentEBMPrior(nn.Module):
     dims: sizes of the latent layers, concatenated in this order into y [B, D], D = sum(dims).
     heads: list of ``(module, which)``; ``which`` is a layer index (the head sees that layer's slice) or "all"
         (the whole concatenation). A module maps [B, in] (and t) to energies [B]; the fused kernels take
-        hebm_ext.EnergyMLP heads, any other module runs on the reference sampler.
+        hebm_ext.EnergyMLP heads and hebm_ext.nn.ModuleEnergy (a user's module, see from_module); any other
+        module runs on the reference sampler.
     sigma: std of the Gaussian base N(0, sigma^2 I); ``math.inf`` means no base term (a flat base, as in Gao et
         al.'s recovery-likelihood form). Only for the Gaussian base.
     base: None (the Gaussian base) or a GaussianLadder with the same dims (top layer first).
@@ -78,6 +79,37 @@ class LatentEBMPrior(nn.Module):
             which.append(w)
         self.heads = nn.ModuleList(mods)
         self.which = which
+
+    @classmethod
+    def from_module(cls, net: nn.Module, dims, *, sigma: float = 1.0, output: str = "energy",
+                    energy_form: str = "identity", input="flat") -> "LatentEBMPrior":
+        """The prior of a researcher's own energy network, for the fused sampler (docs/PORTING.md):
+
+            log p~(y) = -E(y) - ||y||^2 / (2 sigma^2),   E(y) = sign * sum_k form(net(y)_k)
+
+        net: the module as the user's code has it (``_netE`` of the LEBM code, an nn.Sequential of spectrally
+            normalised Linear layers and activations, ...); it is used as is, not copied: an optimizer step on it
+            is seen by the next sample_prior call. dims: the latent size (an int) or the layer sizes, concatenated
+            into y [B, D]. sigma: the std of the Gaussian reference (LEBM's e_prior_sig). output: "energy" (the
+            net returns E, Pang et al.) or "log_density" (it returns log p~ up to the Gaussian, Cui et al.: sign -1).
+            energy_form: LEBM's e_energy_form, "identity" | "tanh" (tanh(-s)) | "sigmoid" | "softplus".
+            input: how the net takes the latent: "flat" [B, D], a per-chain shape such as (nz, 1, 1) for
+            [B, nz, 1, 1] (the LEBM code), or "layers" (a list of [B, d_l] tensors, Cui et al.'s code).
+
+        The structure is read once here (hebm_ext.nn.convert); when the fused kernels cannot run it,
+        ``prior.heads[0].fused_reason`` names the first unsupported layer and sample_prior(backend="auto") runs the
+        reference with that reason in its warning. Convert again after changing the module's layers.
+        """
+        from .convert import ModuleEnergy  # noqa: PLC0415
+
+        if isinstance(dims, int) and not isinstance(dims, bool):
+            dims = [dims]
+        try:
+            dims = [int(d) for d in dims]
+        except TypeError as e:
+            raise TypeError(f"dims must be the latent size or a list of layer sizes, got {dims!r}") from e
+        head = ModuleEnergy(net, dims, output=output, energy_form=energy_form, input=input)
+        return cls(dims, [(head, "all")], sigma=sigma)
 
     def head_slice(self, i: int) -> tuple[int, int]:
         """(offset, size) of head i's input in z."""

@@ -6,11 +6,12 @@ import math
 
 import torch
 
-from ..nn.energy import ACT_CODES, MLP, EnergyMLP, no_power_iteration
+from ..nn.convert import Act, ModuleEnergy, effective_bias, effective_weight
+from ..nn.energy import ACT_CODES, ACT_WITH_PARAM, MLP, EnergyMLP, no_power_iteration
 from ..nn.prior import LatentEBMPrior
 
 MAGIC = 0x4842454D
-VERSION = 1
+VERSION = 2
 BASE_NONE, BASE_GAUSSIAN, BASE_LADDER_Z, BASE_LADDER_U = 0, 1, 2, 3
 NET_HEAD, NET_LADDER = 0, 1
 MAX_NETS, MAX_LINEARS, MAX_LAYERS = 32, 96, 16
@@ -29,9 +30,17 @@ def unsupported_reason(prior: LatentEBMPrior) -> str | None:
                 return f"base.nets[{i}] is not a plain hebm_ext.MLP (the fused kernels run the GaussianLadder's MLPs)"
             n_lin += len(net.linears)
     for i, head in enumerate(prior.heads):
+        if isinstance(head, ModuleEnergy):
+            if head.fused_reason is not None:
+                return (f"heads[{i}] (a {type(head.net).__name__} converted by LatentEBMPrior.from_module): "
+                        f"{head.fused_reason}; run it on the generic engine (hebm_ext.langevin with the prior's "
+                        "log_prob) or the reference sampler")
+            n_lin += head.n_linears
+            continue
         if type(head) is not EnergyMLP:
-            return (f"heads[{i}] is a {type(head).__name__}; the fused kernels run hebm_ext.EnergyMLP heads "
-                    "(any other module runs on the reference sampler)")
+            return (f"heads[{i}] is a {type(head).__name__}; the fused kernels run hebm_ext.EnergyMLP heads and "
+                    "modules converted by LatentEBMPrior.from_module (any other module runs on the reference "
+                    "sampler)")
         n_lin += len(head.linears)
     n_nets = len(prior.heads) + (len(prior.base.nets) if prior.base is not None else 0)
     if n_nets > MAX_NETS:
@@ -62,18 +71,68 @@ class _Builder:
         return torch.cat(self.chunks)
 
 
+def _linear_entry(b: _Builder, w: torch.Tensor, bias, tb_off: int, act: str = "identity", param=None) -> list:
+    """(in, out, w, b, tb, act, act_param) of one linear layer (csrc/core/program.h, version 2)."""
+    code = ACT_CODES[act]
+    p = b.scalar(param) if act in ACT_WITH_PARAM else -1
+    return [w.shape[1], w.shape[0], b.add(w), b.add(bias) if bias is not None else -1, tb_off, code, p]
+
+
 def _mlp_entries(b: _Builder, mlp: MLP, in_off: int, role: int, out_off: int, out_dim: int):
-    net = [role, in_off, mlp.in_dim, ACT_CODES[mlp.activation],
-           b.scalar(mlp.slope) if mlp.activation == "lrelu" else -1,
-           len(mlp.linears), out_off, out_dim, mlp.time_steps]
+    net = [role, in_off, mlp.in_dim, len(mlp.linears), out_off, out_dim, mlp.time_steps]
     lins = []
     with torch.no_grad(), no_power_iteration(mlp):
         tb = mlp.time_bias() if mlp.time_steps > 0 else None
         for i, lin in enumerate(mlp.linears):
-            w = b.add(lin.weight)
-            bias = b.add(lin.bias) if lin.bias is not None else -1
-            tbo = b.add(tb[:, i, :].contiguous()) if tb is not None and i < mlp.depth else -1
-            lins.append([lin.in_features, lin.out_features, w, bias, tbo])
+            hidden = i < mlp.depth
+            tbo = b.add(tb[:, i, :].contiguous()) if tb is not None and hidden else -1
+            lins.append(_linear_entry(b, lin.weight, lin.bias, tbo, mlp.activation if hidden else "identity",
+                                      mlp.slope))
+    return net, lins
+
+
+def _module_entries(b: _Builder, head: ModuleEnergy, in_off: int):
+    """A converted module (nn/convert.py): its chain of layers x_j = m_j phi_j(a_j h_j) + c_j, h_j = W_j x_{j-1}
+    + b_j, and E = sign * sum_k x_L,k, packed for kernels that compute x'_j = phi_j(W'_j x'_{j-1} + b'_j):
+        W'_j = a_j m_{j-1} W_j,   b'_j = a_j (b_j + c_{j-1} W_j 1)      (m_{-1} = 1, c_{-1} = 0)
+    then the output row sign * m_L 1^T with bias sign * c_L n (or, when the last layer has no activation, that
+    layer folded into one row: sign * m_{L-1} 1^T W_L, sign * (1^T b_L + c_{L-1} 1^T W_L 1)). Weights are read live:
+    spectral norm as the current W / sigma (no power iteration)."""
+    lins = []
+    m_prev, c_prev = 1.0, 0.0
+    layers = head.layers
+    dt = None
+    with torch.no_grad():
+        for j, layer in enumerate(layers):
+            if layer.linear is not None:
+                w = effective_weight(layer.linear)
+                bias = effective_bias(layer.linear)
+            else:
+                ref = next(head.net.parameters())
+                w = torch.eye(layer.width, dtype=ref.dtype, device=ref.device)
+                bias = None
+            dt = w
+            if c_prev != 0.0:
+                shift = c_prev * w.sum(1)
+                bias = shift if bias is None else bias + shift
+            last = j == len(layers) - 1
+            if last and layer.act is None:  # fold the sum over the outputs into this layer
+                wo = head.sign * m_prev * w.sum(0, keepdim=True)
+                bo = (head.sign * (bias.sum() if bias is not None else w.new_zeros(()))).reshape(1)
+                lins.append(_linear_entry(b, wo, bo, -1))
+                break
+            act = layer.act if layer.act is not None else Act("identity")  # Linear - Linear
+            a = act.pre
+            wj = a * m_prev * w if a * m_prev != 1.0 else w
+            bj = (a * bias if a != 1.0 else bias) if bias is not None else None
+            lins.append(_linear_entry(b, wj, bj, -1, act.kind, act.param))
+            m_prev, c_prev = act.post, act.shift
+        else:  # the last layer has an activation: the output row sums its units
+            n = layers[-1].width
+            wo = dt.new_full((1, n), head.sign * m_prev)
+            bo = dt.new_full((1,), head.sign * c_prev * n)
+            lins.append(_linear_entry(b, wo, bo, -1))
+    net = [NET_HEAD, in_off, head.in_dim, len(lins), -1, 1, 0]
     return net, lins
 
 
@@ -101,7 +160,10 @@ def build_program(prior: LatentEBMPrior, dtype: torch.dtype, device) -> tuple[to
         base, base_param = BASE_GAUSSIAN, b.scalar(1.0 / prior.sigma ** 2)
     for i, head in enumerate(prior.heads):
         off, n = prior.head_slice(i)
-        net, ls = _mlp_entries(b, head, off, NET_HEAD, -1, 1)
+        if isinstance(head, ModuleEnergy):
+            net, ls = _module_entries(b, head, off)
+        else:
+            net, ls = _mlp_entries(b, head, off, NET_HEAD, -1, 1)
         nets.append(net)
         lins += ls
     header = [MAGIC, VERSION, prior.D, len(prior.dims), base, base_param, soft_clamp, len(nets), len(lins)]
