@@ -44,3 +44,12 @@ def cpu_capabilities():
     best = ops.available()["cpu_capability"]
     order = ["default", "avx2", "avx512"]
     return order[: order.index(best) + 1]
+
+
+@pytest.fixture
+def one_thread():
+    """Many small convolutions: on a loaded 2-core machine two threads run them up to 16x slower than one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

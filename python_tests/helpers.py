@@ -1,4 +1,9 @@
-"""Model builders shared by the sampler tests, and the pieces shared by the method tests."""
+"""Model builders shared by the sampler tests, and the pieces shared by the method and CLI tests."""
+import json
+import os
+import subprocess
+import sys
+
 import torch
 
 import hebm_ext as H
@@ -88,3 +93,19 @@ def assert_round_trip(m, twin, x):
     assert a == b
     for (k, v), (k2, v2) in zip(m.state_dict()["modules"].items(), twin.state_dict()["modules"].items()):
         assert k == k2 and torch.equal(v, v2), k
+
+
+def hebm(*args, env=None, timeout=300, check=True):
+    """Run ``python -m hebm_ext.cli ARGS`` on one thread; AssertionError with its output when it fails (check)."""
+    e = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    p = subprocess.run([sys.executable, "-m", "hebm_ext.cli", *args], capture_output=True, text=True, env=e,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"hebm {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def losses(run):
+    """The rows of RUN/losses.jsonl."""
+    with open(os.path.join(run, "losses.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -16,13 +16,7 @@ from hebm_ext.backbones import GroupLayout, MLPLadderBackbone, SpatialHVAE, chec
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many small convolutions: on a loaded 2-core machine two threads run them up to 16x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _u(shapes, B=4, seed=0):

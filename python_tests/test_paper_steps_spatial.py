@@ -21,13 +21,7 @@ TOL = 1e-10
 GROUPS = ((2, 4, 4), (2, 4, 4), (3, 4, 4))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many small convolutions: on a loaded 2-core machine two threads run them up to 16x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _official_noise(shapes):

@@ -14,6 +14,8 @@ import pytest
 
 from hebm_ext import checkpoint as ckpt_io
 
+from helpers import hebm, losses
+
 FAST = ["e_l_steps=5", "g_l_steps=3"]
 STEPS = 32
 ARGS = ["train", "--method", "lebm", "--preset", "digits", "--max-steps", str(STEPS), "--ckpt-every", "4",
@@ -21,17 +23,6 @@ ARGS = ["train", "--method", "lebm", "--preset", "digits", "--max-steps", str(ST
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
-def hebm(*args, check=True, timeout=300):
-    p = subprocess.run([sys.executable, "-m", "hebm_ext.cli", *args], capture_output=True, text=True, env=ENV,
-                       timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"hebm {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
-
-
-def losses(run):
-    with open(os.path.join(run, "losses.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def snapshot(run):

@@ -11,21 +11,11 @@ import torch
 
 from hebm_ext import checkpoint as ckpt_io
 
+from helpers import hebm, losses
+
 FAST = ["e_l_steps=10", "g_l_steps=5"]
 
 
-def hebm(*args, env=None, timeout=300, check=True):
-    e = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    p = subprocess.run([sys.executable, "-m", "hebm_ext.cli", *args], capture_output=True, text=True, env=e,
-                       timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"hebm {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
-
-
-def losses(run):
-    with open(os.path.join(run, "losses.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 @pytest.fixture(scope="module")

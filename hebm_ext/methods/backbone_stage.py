@@ -100,6 +100,25 @@ class BackboneStage(Method):
         self._optimizer_step(opt)
         return {"stage": 1.0, "loss_vae": loss.item(), **stats}
 
+    def _ebm_update(self, z_pos, z_neg, per_group) -> dict:
+        """Stage 2's optimizer step: the loss is sum_l loss_l over the groups, (loss_l, mean E_l(z+), mean E_l(z-)) =
+        per_group(ebm_l, z+_l, z-_l); one Adam ("e") over every group's EBM."""
+        opt = self.optimizers["e"]
+        opt.zero_grad(set_to_none=True)
+        loss, en_pos, en_neg = 0.0, 0.0, 0.0
+        for e, zp, zn in zip(self.ebms, z_pos, z_neg):
+            l, ep, en = per_group(e, zp, zn)
+            loss, en_pos, en_neg = loss + l, en_pos + ep, en_neg + en
+        loss.backward()
+        self._optimizer_step(opt)
+        return {"stage": 2.0, "loss_e": loss.item(), "en_pos": float(en_pos), "en_neg": float(en_neg)}
+
+    def train_step(self, x: torch.Tensor) -> dict:
+        x = self._check_x(x, self.image_shape)
+        out = self._vae_step(x) if self.stage == 1 else self._ebm_step(x)
+        self.step += 1
+        return out
+
     def _freeze_backbone(self):
         for p in self.backbone.parameters():
             p.requires_grad_(False)

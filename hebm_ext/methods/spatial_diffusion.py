@@ -133,20 +133,10 @@ class SpatialDiffusionEBM(BackboneStage):
         with torch.no_grad():
             z_pos = self.backbone.z_from_u(u_t)
             z_neg = self.backbone.z_from_u(self.layout.split(u_neg))
-        opt = self.optimizers["e"]
-        opt.zero_grad(set_to_none=True)
         s2 = self._step_size_square[t].to(u_neg.dtype)
-        loss, en_pos, en_neg = 0.0, 0.0, 0.0
-        for e, zp, zn in zip(self.ebms, z_pos, z_neg):  # per group: the positive forward, then the negative
-            ep, en = e(zp, t), e(zn, t)
-            loss = loss + ((ep - en) / s2).mean()
-            en_pos, en_neg = en_pos + ep.detach().mean(), en_neg + en.detach().mean()
-        loss.backward()
-        self._optimizer_step(opt)
-        return {"stage": 2.0, "loss_e": loss.item(), "en_pos": float(en_pos), "en_neg": float(en_neg)}
 
-    def train_step(self, x: torch.Tensor) -> dict:
-        x = self._check_x(x, self.image_shape)
-        out = self._vae_step(x) if self.stage == 1 else self._ebm_step(x)
-        self.step += 1
-        return out
+        def per_group(e, zp, zn):  # the positive forward, then the negative
+            ep, en = e(zp, t), e(zn, t)
+            return ((ep - en) / s2).mean(), ep.detach().mean(), en.detach().mean()
+
+        return self._ebm_update(z_pos, z_neg, per_group)

@@ -76,19 +76,8 @@ class TwoStageJointEBM(BackboneStage):
         with torch.no_grad():
             z_pos = self.backbone.encode(x)
         z_neg = self.layout.split(self.prior_latents(x.shape[0]))
-        opt = self.optimizers["e"]
-        opt.zero_grad(set_to_none=True)
-        loss, en_pos, en_neg = 0.0, 0.0, 0.0
-        for e, zp, zn in zip(self.ebms, z_pos, z_neg):
+        def per_group(e, zp, zn):
             ep, en = e(zp).mean(), e(zn).mean()
-            loss = loss + (ep - en)
-            en_pos, en_neg = en_pos + ep.detach(), en_neg + en.detach()
-        loss.backward()
-        self._optimizer_step(opt)
-        return {"stage": 2.0, "loss_e": loss.item(), "en_pos": float(en_pos), "en_neg": float(en_neg)}
+            return ep - en, ep.detach(), en.detach()
 
-    def train_step(self, x: torch.Tensor) -> dict:
-        x = self._check_x(x, self.image_shape)
-        out = self._vae_step(x) if self.stage == 1 else self._ebm_step(x)
-        self.step += 1
-        return out
+        return self._ebm_update(z_pos, z_neg, per_group)
