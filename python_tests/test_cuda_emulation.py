@@ -195,7 +195,7 @@ def test_long_chains_match_the_density():
     head = sharpen(H.EnergyMLP(2, 8, 1, activation="tanh"), 3.0)
     prior = H.LatentEBMPrior([2], [(head, 0)], sigma=1.5)
     lo, hi, bins = -6.0, 6.0, 120
-    p = grid_probabilities(prior.double().log_prob, lo, hi, bins).double()
+    p = grid_probabilities(prior.double().log_prob, lo, hi, bins).double()[:-1].reshape(bins, bins)
     c = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
     c = 0.5 * (c[1:] + c[:-1])
     gx, gy = torch.meshgrid(c, c, indexing="ij")
