@@ -17,6 +17,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
     at::ArrayRef<double> schedule, at::IntArrayRef steps, const at::Tensor& timesteps, const at::Tensor& noise,
     const at::Tensor& rng, bool trace, c10::string_view path, int64_t threads, int64_t tile, int64_t stage_rows,
     bool banks, at::IntArrayRef device);
+at::Tensor simt_selftest(c10::string_view name);
 std::tuple<std::vector<int64_t>, std::string> latent_langevin_plan(at::IntArrayRef program, int64_t n_params,
                                                                    int64_t B, int64_t elem, at::IntArrayRef device);
 at::Tensor langevin_update_cpu(const at::Tensor& y, const at::Tensor& y_cond, const at::Tensor& grad,
@@ -68,6 +69,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_capability", &hebm::cpu::cpu_capability,
         "Instruction set of the CPU kernels in use (default, avx2 or avx512; HEBM_CPU_CAPABILITY overrides)");
   m.def("cuda_built", &hebm::cuda_built, "Whether this build contains the CUDA kernels");
+  m.def("simt_selftest", [](const std::string& n) { return hebm::cpu::simt_selftest(n); },
+        "Test support: a SIMT primitive test kernel run through the CPU emulation (csrc/cpu/simt_selftest.cpp)");
   m.def("latent_plan", &hebm::cpu::latent_langevin_plan,
         "The CUDA launcher's choice for (program ints, parameter count, B, element bytes, device [sms, smem bytes "
         "per block, cc major] or [] for an H200): ([path, tile, cluster, threads, smem bytes, tiles], why v1)");

@@ -189,3 +189,25 @@ def test_cuda_sample_prior_has_no_host_sync_and_captures():
     g.replay()
     torch.cuda.synchronize()
     assert (yg - y).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("model", ["lebm", "ladder"])
+def test_cuda_equals_its_emulation(model):
+    """The GPU runs the same path the emulation runs for this device (the planner is shared), with the same
+    Philox noise: the results agree to float32 rounding (test_cuda_emulation.py holds the emulation against the
+    eager reference)."""
+    from helpers import deep_ladder_prior
+    from test_cuda_emulation import emulate
+
+    if model == "lebm":
+        prior = lebm_prior("gelu", torch.float32)
+        y0 = torch.randn(6, 100)
+    else:
+        prior = deep_ladder_prior("u", torch.float32, time_steps=3, out_scale=0.05)
+        y0 = torch.randn(6, 36)
+    sch = H.LangevinSchedule.lebm(steps=10, step_size=0.3)
+    p = torch.cuda.get_device_properties(0)
+    smem = torch.cuda.get_device_properties(0).shared_memory_per_block_optin
+    emu, _, st = emulate(prior, y0, sch, "auto", seed=5, threads=256, device=[p.multi_processor_count, smem, p.major])
+    gpu = H.sample_prior(to_cuda(prior), y0.cuda(), sch, seed=5, backend="fused")
+    assert (gpu.cpu() - emu).abs().max().item() < TOL32, st

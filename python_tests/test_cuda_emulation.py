@@ -212,3 +212,43 @@ def test_long_chains_match_the_density():
     assert ((exact - base).abs() > 10 * se).any()  # the energy moves the moments (so the test can fail)
     z = ((m.mean(dim=0) - exact) / se).abs()
     assert (z < 4.5).all(), (m.mean(dim=0), exact, z)
+
+
+# ------------------------------------------------------------------------------ the primitive layer itself
+def test_shuffles_follow_the_programming_guide():
+    s = _C.simt_selftest("shuffles")[0, :64 * 6].reshape(64, 6)
+    lane = torch.arange(64) % 32
+    v = (lane + 100 * (torch.arange(64) // 32)).float()
+    base = v - lane  # the warp's lane-0 value
+    torch.testing.assert_close(s[:, 0], base + (lane ^ 1))
+    torch.testing.assert_close(s[:, 1], torch.where(lane + 3 < 32, v + 3, v))  # past the warp: own value
+    torch.testing.assert_close(s[:, 2], torch.where(lane >= 5, v - 5, v))
+    torch.testing.assert_close(s[:, 3], base + 7)
+    warp_total = base * 32 + 496
+    torch.testing.assert_close(s[:, 4], warp_total)
+    torch.testing.assert_close(s[:, 5], 2 * warp_total)
+
+
+def test_named_barrier_and_cluster_shared_memory():
+    s = _C.simt_selftest("named")[0]
+    torch.testing.assert_close(s[128:192], torch.arange(1, 65).float())  # warps 2-3 read what warps 0-1 wrote
+    c = _C.simt_selftest("cluster")
+    t = torch.arange(64).float()
+    torch.testing.assert_close(c[0, 64:128], 2 * t)  # block 0 reads block 1's (rank + 1) * tid through DSMEM
+    torch.testing.assert_close(c[1, 64:128], t)
+
+
+def test_emulation_diagnoses():
+    with pytest.raises(RuntimeError, match="out of bounds: bytes \\[1024, 1028\\)"):
+        _C.simt_selftest("oob")
+    with pytest.raises(RuntimeError, match="warp divergence"):
+        _C.simt_selftest("diverge")
+    with pytest.raises(RuntimeError, match="deadlock"):
+        _C.simt_selftest("deadlock")
+
+
+def test_bank_model():
+    """Wavefronts of one warp access: stride 1 / 2 / 32 (8 words in one bank) / 33 words, a broadcast, 16-byte
+    vectors contiguous and at stride 2 (32 banks of 4 bytes, 128-byte phases)."""
+    got = _C.simt_selftest("banks").tolist()
+    assert got == [[1, 1], [2, 1], [8, 1], [1, 1], [1, 1], [4, 4], [8, 4]]

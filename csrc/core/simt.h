@@ -53,6 +53,21 @@ HEBM_BLOCK_FN T warp_sum(Ctx& ctx, T v) {
   return v;
 }
 
+// N independent warp sums at once: each butterfly level issues N shuffles that do not depend on each other, so
+// their latencies overlap (one sum at a time would pay 5 dependent shuffle latencies per value).
+template <typename T, int N, class Ctx>
+HEBM_BLOCK_FN void warp_sum_n(Ctx& ctx, T* v) {
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int m = kWarp / 2; m > 0; m >>= 1) {
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int i = 0; i < N; ++i) v[i] += ctx.shfl_xor(v[i], m);
+  }
+}
+
 #if defined(__CUDACC__)
 // The CUDA context: intrinsics and PTX; every member compiles to the instruction it names.
 struct DeviceCtx {

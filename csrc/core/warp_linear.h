@@ -2,10 +2,11 @@
 // arithmetic. C chains per block (1-4, a template parameter: per-chain values stay in registers), CS blocks per
 // cluster (1, or 2: block rank r holds rows [r * rows, (r + 1) * rows) of every layer and the chains' state is
 // replicated in both blocks).
-//   forward:  warps own output rows; lane l owns inputs k = 128 m + 4 l + q (q < 4), so one row is read with
-//             16-byte vector loads; the lane's inputs of every chain are held in registers for all rows of the
-//             layer (inputs <= 256; wider layers reload them per row); a butterfly shuffle sum per chain; lane c
-//             finishes chain c (bias, time bias, activation) and writes the row to every block of the cluster.
+//   forward:  warps own output rows, R at a time (4 for 1-2 chains, 2 for 3-4); lane l owns inputs
+//             k = 128 m + 4 l + q (q < 4), so a row is read with 16-byte vector loads; the lane's inputs of every
+//             chain are held in registers for all rows of the layer (inputs <= 256; wider layers reload them per
+//             row batch); the R x C butterfly shuffle sums run interleaved; lane c finishes chain c (bias, time
+//             bias, activation) and writes the row to every block of the cluster.
 //   backward: lanes own input columns i = 32 cg + l, warps own column groups, every warp runs over the rows this
 //             block holds (the same row-major tile: consecutive lanes read consecutive words, no bank conflict);
 //             on a cluster each block's partial sums over its rows are exchanged through distributed shared memory.
@@ -67,12 +68,16 @@ struct WarpEngine {
     T xr[C][2][4];
     // the inputs' rows start 16-byte aligned (hidden layers; a head's slice when its offset and D are multiples of 4)
     const bool xvec = ((X - smem) % 4) == 0 && ldx % 4 == 0;
-    for (int j = r0 + ctx.warp(); j < r1; j += ctx.nwarps()) {
-      T acc[C];
+    // This warp's rows r0 + warp + nwarps * i, R at a time: R x C independent dot products, their loads and
+    // their shuffle sums in flight together.
+    constexpr int R = C <= 2 ? 4 : 2;
+    const int nw = ctx.nwarps(), w0 = ctx.warp(), nrows = r1 - r0;
+    for (int i0 = 0; w0 + nw * i0 < nrows; i0 += R) {
+      T acc[R * C];
       HEBM_UNROLL
-      for (int c = 0; c < C; ++c) acc[c] = T(0);
+      for (int t = 0; t < R * C; ++t) acc[t] = T(0);
       for (int pass = 0; pass < npass; ++pass) {
-        if (npass > 1 || j == r0 + ctx.warp()) {
+        if (npass > 1 || i0 == 0) {
           HEBM_UNROLL
           for (int m = 0; m < 2; ++m) {
             const int k0 = pass * kWarpInputsInRegs + m * 128 + 4 * lane;
@@ -95,27 +100,40 @@ struct WarpEngine {
         for (int m = 0; m < 2; ++m) {
           const int k0 = pass * kWarpInputsInRegs + m * 128 + 4 * lane;
           if (k0 < L.in) {
-            const Vec4<T> w = ctx.ld4(Ws + (j - r0) * ldw + k0);
             HEBM_UNROLL
-            for (int c = 0; c < C; ++c)
-              acc[c] += w.x * xr[c][m][0] + w.y * xr[c][m][1] + w.z * xr[c][m][2] + w.w * xr[c][m][3];
+            for (int t = 0; t < R; ++t) {
+              const int jr = w0 + nw * (i0 + t);
+              if (jr < nrows) {
+                const Vec4<T> w = ctx.ld4(Ws + jr * ldw + k0);
+                HEBM_UNROLL
+                for (int c = 0; c < C; ++c)
+                  acc[t * C + c] +=
+                      w.x * xr[c][m][0] + w.y * xr[c][m][1] + w.z * xr[c][m][2] + w.w * xr[c][m][3];
+              }
+            }
           }
         }
       }
-      const T bias = L.b >= 0 ? a.params[L.b + j] : T(0);
+      warp_sum_n<T, R * C, Ctx>(ctx, acc);
       HEBM_UNROLL
-      for (int c = 0; c < C; ++c) {
-        const T s = warp_sum<T, Ctx>(ctx, acc[c]);
-        if (lane == c) {
-          T v = s + bias;
-          if (L.tb >= 0) v += a.params[L.tb + (int64_t)ctx.sh(trow + c) * L.out + j];
-          T y, dy;
-          act_value_grad<A, T>(v, slope, y, dy);
-          ctx.sh(H + c * L.out + j) = y;
-          ctx.sh(DH + c * L.out + j) = dy;
-          if (CS > 1) {
-            ctx.sh(Hp + c * L.out + j) = y;
-            ctx.sh(DHp + c * L.out + j) = dy;
+      for (int t = 0; t < R; ++t) {
+        const int jr = w0 + nw * (i0 + t);
+        if (jr >= nrows) break;  // warp-uniform
+        const int j = r0 + jr;
+        const T bias = L.b >= 0 ? a.params[L.b + j] : T(0);
+        HEBM_UNROLL
+        for (int c = 0; c < C; ++c) {
+          if (lane == c) {  // lane c finishes chain c
+            T v = acc[t * C + c] + bias;
+            if (L.tb >= 0) v += a.params[L.tb + (int64_t)ctx.sh(trow + c) * L.out + j];
+            T y, dy;
+            act_value_grad<A, T>(v, slope, y, dy);
+            ctx.sh(H + c * L.out + j) = y;
+            ctx.sh(DH + c * L.out + j) = dy;
+            if (CS > 1) {
+              ctx.sh(Hp + c * L.out + j) = y;
+              ctx.sh(DHp + c * L.out + j) = dy;
+            }
           }
         }
       }
