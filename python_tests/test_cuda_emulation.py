@@ -172,7 +172,9 @@ def test_lebm_dispatch_barriers_and_banks():
     out, _, st = emulate(small, y0, sch, "auto", noise=torch.randn(steps, 3, 64), threads=256, banks=True, tile=3)
     assert (st["path"], st["cluster"]) == (1, 1)
     assert (st["block_barriers"] - 4) / steps == 5, st
-    assert st["conflicted"] == 0, st
+    # 3 chains of a 128-wide layer: lanes 0-2 store their chain's row value at a stride of 128 words (one bank),
+    # as the GPU's C predicated stores would cost C wavefronts too; every other access is conflict-free
+    assert st["wavefronts"] - st["ideal_wavefronts"] < 0.03 * st["ideal_wavefronts"], st
 
 
 def test_staged_path_any_team_and_chunk():
