@@ -15,7 +15,7 @@ FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch" python -m pip install -q --no-build-is
 python -c "import hebm_ext as H; a = H.ops.available(); print(a); assert a['cuda'], 'the CUDA kernels were not built'"
 echo "== CUDA tests"
 set +e
-python -m pytest python_tests/test_cuda.py python_tests/test_generic_cuda.py -q -rs 2>&1 | tee "$OUT/cuda_tests.txt" | tail -5
+python -m pytest python_tests/test_cuda.py python_tests/test_generic_cuda.py python_tests/test_cuda_emulation.py -q -rs 2>&1 | tee "$OUT/cuda_tests.txt" | tail -5
 tests_rc=${PIPESTATUS[0]}
 set -e
 echo "== ceilings"

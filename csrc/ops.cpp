@@ -12,10 +12,14 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cpu(const at::Tensor& y0, con
                                                        at::ArrayRef<double> schedule, at::IntArrayRef steps,
                                                        const at::Tensor& timesteps, const at::Tensor& noise,
                                                        const at::Tensor& rng, bool trace);
-std::tuple<at::Tensor, at::Tensor> latent_langevin_block_emulation(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
     const at::Tensor& y0, const at::Tensor& cond, const at::Tensor& params, at::IntArrayRef program,
     at::ArrayRef<double> schedule, at::IntArrayRef steps, const at::Tensor& timesteps, const at::Tensor& noise,
-    const at::Tensor& rng, bool trace, int64_t threads, int64_t tile, int64_t stage_rows);
+    const at::Tensor& rng, bool trace, c10::string_view path, int64_t threads, int64_t tile, int64_t stage_rows,
+    bool banks, at::IntArrayRef device);
+at::Tensor simt_selftest(c10::string_view name);
+std::tuple<std::vector<int64_t>, std::string> latent_langevin_plan(at::IntArrayRef program, int64_t n_params,
+                                                                   int64_t B, int64_t elem, at::IntArrayRef device);
 at::Tensor langevin_update_cpu(const at::Tensor& y, const at::Tensor& y_cond, const at::Tensor& grad,
                                const at::Tensor& noise, const at::Tensor& rng, int64_t step, double c1, double c2,
                                double h, double n);
@@ -35,12 +39,15 @@ TORCH_LIBRARY(hebm, m) {
   m.def(
       "latent_langevin(Tensor y0, Tensor cond, Tensor params, int[] program, float[] schedule, int[] steps, "
       "Tensor timesteps, Tensor noise, Tensor rng, bool trace) -> (Tensor, Tensor)");
-  // Test support: the CUDA kernel's block program executed on the CPU by a team of threads (see
-  // csrc/cpu/block_emulation.cpp). Same arguments, plus the team size, chains per block and staged weight rows.
+  // Test support: the CUDA kernels' block program executed on the CPU lane by lane (csrc/cpu/block_emulation.cpp,
+  // simt_emulation.h). Same arguments, plus the path ('auto', 'staged', 'resident', 'cluster'), threads per block,
+  // chains per block (0: the launcher's choice), staged weight rows (v1; 0: the launcher's), bank-conflict
+  // counting and the device's [multiprocessors, shared-memory bytes per block, compute capability major] (empty:
+  // an H200). Returns (y, trace, stats) (stats: see block_emulation.cpp).
   m.def(
-      "_latent_langevin_block_emulation(Tensor y0, Tensor cond, Tensor params, int[] program, float[] schedule, "
-      "int[] steps, Tensor timesteps, Tensor noise, Tensor rng, bool trace, int threads, int tile, int stage_rows) "
-      "-> (Tensor, Tensor)");
+      "_latent_langevin_emulation(Tensor y0, Tensor cond, Tensor params, int[] program, float[] schedule, "
+      "int[] steps, Tensor timesteps, Tensor noise, Tensor rng, bool trace, str path, int threads, int tile, "
+      "int stage_rows, bool banks, int[] device) -> (Tensor, Tensor, Tensor)");
   // One step of THE update rule for the generic engine (hebm_ext.langevin), given the gradient:
   //   out = c1 * y + c2 * y_cond + h * grad + n * xi
   // xi = noise (that step's [B, ...] slice) when given, else the Philox normal of chain b (first dim of y),
@@ -53,7 +60,7 @@ TORCH_LIBRARY(hebm, m) {
 
 TORCH_LIBRARY_IMPL(hebm, CPU, m) {
   m.impl("latent_langevin", &hebm::cpu::latent_langevin_cpu);
-  m.impl("_latent_langevin_block_emulation", &hebm::cpu::latent_langevin_block_emulation);
+  m.impl("_latent_langevin_emulation", &hebm::cpu::latent_langevin_emulation);
   m.impl("langevin_update", &hebm::cpu::langevin_update_cpu);
 }
 
@@ -62,4 +69,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_capability", &hebm::cpu::cpu_capability,
         "Instruction set of the CPU kernels in use (default, avx2 or avx512; HEBM_CPU_CAPABILITY overrides)");
   m.def("cuda_built", &hebm::cuda_built, "Whether this build contains the CUDA kernels");
+  m.def("simt_selftest", [](const std::string& n) { return hebm::cpu::simt_selftest(n); },
+        "Test support: a SIMT primitive test kernel run through the CPU emulation (csrc/cpu/simt_selftest.cpp)");
+  m.def("latent_plan", &hebm::cpu::latent_langevin_plan,
+        "The CUDA launcher's choice for (program ints, parameter count, B, element bytes, device [sms, smem bytes "
+        "per block, cc major] or [] for an H200): ([path, tile, cluster, threads, smem bytes, tiles], why v1)");
 }

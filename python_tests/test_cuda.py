@@ -157,3 +157,60 @@ def test_cuda_ladder_equals_reference_and_cpu(param):
     cpu = H.sample_prior(cpu_prior, y0, sch, seed=5, backend="fused")
     gpu = H.sample_prior(gpu_prior, y0.cuda(), sch, seed=5, backend="fused")
     assert (gpu.cpu() - cpu).abs().max().item() < TOL32
+
+
+def test_cuda_sample_prior_has_no_host_sync_and_captures():
+    """The CUDA host path: no synchronisation (sync debug mode 'error'), capturable in a CUDA graph, the data
+    checks on the device (input_status), the non-finite count into a status tensor (check_finite=<tensor>; the
+    default check_finite=True reads it once at the end of a call) and the v2 path for LEBM on sm_90."""
+    from hebm_ext.sampling import fused
+
+    status = torch.zeros((), dtype=torch.int64, device="cuda")
+
+    prior = to_cuda(lebm_prior("lrelu", torch.float32))
+    sch = H.LangevinSchedule.lebm(steps=20, step_size=0.4)
+    y0 = torch.randn(100, 100, device="cuda")
+    H.sample_prior(prior, y0, sch, seed=1, backend="fused")  # warm-up: the packed program is cached
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        y = H.sample_prior(prior, y0, sch, seed=1, backend="fused", check_finite=status)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert int(fused.input_status().sum()) == 0 and int(status) == 0
+    bad = y0.clone()
+    bad[3, 4] = float("nan")
+    H.sample_prior(prior, bad, sch, seed=1, backend="fused")
+    with pytest.raises(ValueError, match="NaN or inf values in 1 of 100 chains"):
+        fused.raise_for_input_status()
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        with torch.cuda.graph(g):
+            yg = H.sample_prior(prior, y0, sch, seed=1, backend="fused", check_finite=status)
+    g.replay()
+    torch.cuda.synchronize()
+    assert (yg - y).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("model", ["lebm", "ladder"])
+def test_cuda_equals_its_emulation(model):
+    """The GPU runs the same path the emulation runs for this device (the planner is shared), with the same
+    Philox noise: the results agree to float32 rounding (test_cuda_emulation.py holds the emulation against the
+    eager reference)."""
+    from helpers import deep_ladder_prior
+    from test_cuda_emulation import emulate
+
+    if model == "lebm":
+        prior = lebm_prior("gelu", torch.float32)
+        y0 = torch.randn(6, 100)
+    else:
+        prior = deep_ladder_prior("u", torch.float32, time_steps=3, out_scale=0.05)
+        y0 = torch.randn(6, 36)
+    sch = H.LangevinSchedule.lebm(steps=10, step_size=0.3)
+    p = torch.cuda.get_device_properties(0)
+    smem = torch.cuda.get_device_properties(0).shared_memory_per_block_optin
+    emu, _, st = emulate(prior, y0, sch, "auto", seed=5, threads=256, device=[p.multi_processor_count, smem, p.major])
+    gpu = H.sample_prior(to_cuda(prior), y0.cuda(), sch, seed=5, backend="fused")
+    assert (gpu.cpu() - emu).abs().max().item() < TOL32, st

@@ -1,10 +1,21 @@
-// The CUDA fused latent sampler, written once as a "block program": one thread block owns a tile of chains that
-// stays in shared memory through every step of every timestep; the weights are staged through shared memory in
-// chunks. The program is templated on an execution context (tid, nthreads, sync), so the SAME code runs
-//   - on the GPU (csrc/cuda/latent_cuda.cu: DeviceCtx, __syncthreads), and
-//   - on the CPU with real threads and a barrier (csrc/cpu/block_emulation.cpp), which is how this machine, with
-//     no GPU, tests the kernel's indexing, chunking and synchronisation against the eager reference.
-// It uses only block-stride loops and barriers (no warp intrinsics), so both executions compute the same thing.
+// The CUDA fused latent sampler, written once as a "block program" over the SIMT primitive layer (simt.h): one
+// thread block (or a 2-block cluster) owns a tile of chains that stays in shared memory through every step of
+// every timestep. The program walk below (heads, ladders, the step, the timesteps) is shared by every path; the
+// linear layers run on an engine:
+//   - StagedEngine (v1, below): weights re-staged from global memory in chunks per layer, block-stride loops,
+//     one thread per dot product. The fallback for programs the v2 engines do not take.
+//   - WarpEngine (v2, warp_linear.h): all weights resident in shared memory for the whole launch (split by rows
+//     over a 2-block cluster when one block's shared memory is too small), warps own output rows and lanes own
+//     k-ranges with vector loads and a shuffle reduction, the backward reads the same tile with lanes owning input
+//     columns.
+// The same source runs on the GPU (DeviceCtx) and on the CPU lane by lane (csrc/cpu/simt_emulation.h), which is
+// how machines without a GPU test the kernels' indexing, barriers and shuffles against the eager reference.
+// Every shared-memory access goes through ctx.sh / ld4 (free on the GPU, checked in the emulation).
+//
+// Barriers per Langevin step (sync() on one block, cluster_sync() on a cluster): one per hidden layer forward,
+// one per layer backward (two on a cluster: partial sums are exchanged), one for the update; a ladder adds one per
+// conditional for its head transform and one per conditional for its elementwise gradient. LEBM (one head
+// 100-200-200-1, Gaussian base): 5 per step on one block, 7 on a cluster.
 #pragma once
 
 #include <stdint.h>
@@ -14,55 +25,84 @@
 #include "philox.h"
 #include "program.h"
 #include "schedule.h"
+#include "simt.h"
 
 #if defined(__CUDACC__)
-#define HEBM_BLOCK_FN __device__ inline
+#define HEBM_UNROLL _Pragma("unroll")
 #else
-#define HEBM_BLOCK_FN inline
+#define HEBM_UNROLL
 #endif
 
 namespace hebm {
 namespace core {
 
 constexpr int kBlockMaxTile = 32;  // chains per block at most
-constexpr int kBlockMaxJC = 64;    // weight rows staged per chunk at most
+constexpr int kBlockMaxJC = 64;    // weight rows staged per chunk at most (StagedEngine)
 
 // Shared-memory layout of one block, in elements of T (offsets), computed on the host.
 struct BlockLayout {
   int tile;   // chains per block
-  int ws;     // staging area (elements)
+  int ws;     // staging area (elements; StagedEngine)
   int y, yc, g, z, gz, e, d0, d1, go, stage, trow;  // trow: int array [tile] stored in T-sized slots
   int h[kMaxLinears], dh[kMaxLinears];
-  int total;  // elements
+  // Resident weights (WarpEngine): block rank r of the cluster holds rows [r * rows[j], ...) of linear j at w[j],
+  // row stride ldw[j] (a multiple of 4: vector loads); w[j] = -1 for linears read from global memory (the output
+  // row of a head).
+  int w[kMaxLinears], ldw[kMaxLinears], rows[kMaxLinears];
+  int part;     // cluster: two buffers of tile * max_width partial sums of the backward
+  int cluster;  // blocks per cluster (1: none)
+  int total;    // elements
 };
 
 HEBM_HD int odd_stride(int n) { return n | 1; }
 
-inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws) {
+// Layout of the per-chain state (every path), then the staging area (ws > 0) or the resident weights.
+inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool resident = false, int cluster = 1) {
   BlockLayout L;
   L.tile = tile;
   L.ws = ws;
+  L.cluster = cluster;
   int o = 0;
-  L.y = o; o += tile * p.D;
-  L.yc = o; o += tile * p.D;
-  L.g = o; o += tile * p.D;
-  L.z = o; o += tile * p.D;   // z = T(u) (u-parameterised ladder)
-  L.gz = o; o += tile * p.D;
-  L.e = o; o += tile;
-  L.trow = o; o += tile;
-  L.d0 = o; o += tile * p.max_width;
-  L.d1 = o; o += tile * p.max_width;
-  L.go = o; o += tile * p.max_width;
+  auto take = [&](int n) {
+    const int at = o;
+    o += (n + 3) / 4 * 4;  // 4-element granules: every array starts 16-byte (float) / 32-byte (double) aligned
+    return at;
+  };
+  L.y = take(tile * p.D);
+  L.yc = take(tile * p.D);
+  L.g = take(tile * p.D);
+  L.z = take(tile * p.D);   // z = T(u) (u-parameterised ladder)
+  L.gz = take(tile * p.D);
+  L.e = take(tile);
+  L.trow = take(tile);
+  L.d0 = take(tile * p.max_width);
+  L.d1 = take(tile * p.max_width);
+  L.go = take(tile * p.max_width);
   for (int j = 0; j < p.n_lin; ++j) {
-    L.h[j] = o; o += tile * p.lin[j].out;
-    L.dh[j] = o; o += tile * p.lin[j].out;
+    L.h[j] = take(tile * p.lin[j].out);
+    L.dh[j] = take(tile * p.lin[j].out);
   }
-  L.stage = o; o += ws;
+  L.part = cluster > 1 ? take(2 * tile * p.max_width) : -1;
+  for (int j = 0; j < p.n_lin; ++j) {
+    L.w[j] = -1;
+    L.ldw[j] = (p.lin[j].in + 3) / 4 * 4;
+    L.rows[j] = (p.lin[j].out + cluster - 1) / cluster;
+  }
+  if (resident) {
+    for (int i = 0; i < p.n_nets; ++i) {
+      const NetDesc& n = p.nets[i];
+      for (int j = n.first; j < n.first + n.n_lin; ++j) {
+        if (n.role == NET_HEAD && j == n.first + n.n_lin - 1) continue;  // the energy row: read from global
+        L.w[j] = take(L.rows[j] * L.ldw[j]);
+      }
+    }
+  }
+  L.stage = take(ws);
   L.total = o;
   return L;
 }
 
-// Elements per chain (everything but the staging area), for choosing the tile on the host.
+// Elements per chain (everything but the staging area and the weights), for choosing the tile on the host.
 inline int block_elems_per_chain(const ProgramDesc& p) {
   int n = 5 * p.D + 2 + 3 * p.max_width;
   for (int j = 0; j < p.n_lin; ++j) n += 2 * p.lin[j].out;
@@ -88,205 +128,213 @@ struct BlockArgs {
   int64_t B;
 };
 
+// -alpha of row r's timestep: the factor of the heads' gradient in log p~ (per row: per-chain timesteps).
+template <typename T, class Ctx>
+HEBM_BLOCK_FN T neg_alpha(Ctx& ctx, const BlockArgs<T>& a, const int* trow, int r) {
+  return -T(a.sched.alpha[ctx.sh(trow + r)]);
+}
+
 // ----------------------------------------------------------------------------------------------------------------
-// Forward of one linear layer for all rows: OUT[r][j] = act(X[r] . W[j] + b[j] (+ tb[t_r][j])); DH = act'.
-// (Output layer of a head: no activation, handled separately.)
-template <typename T, int A, class Ctx>
-HEBM_BLOCK_FN void block_linear_forward(Ctx& ctx, const BlockArgs<T>& a, const LinearDesc& L, const T* X, int ldx,
-                                        T* H, T* DH, const int* trow, T slope, T* stage) {
-  const int tile = a.lay.tile;
-  const int ws = odd_stride(L.in);
-  int jc = a.lay.ws / ws;
-  jc = jc < kBlockMaxJC ? jc : kBlockMaxJC;
-  const T* W = a.params + L.w;
-  for (int j0 = 0; j0 < L.out; j0 += jc) {
-    const int n = (L.out - j0) < jc ? (L.out - j0) : jc;
-    for (int idx = ctx.tid(); idx < n * L.in; idx += ctx.nthreads()) {
-      const int jj = idx / L.in, k = idx - jj * L.in;
-      stage[jj * ws + k] = W[(int64_t)(j0 + jj) * L.in + k];
-    }
-    ctx.sync();
-    for (int item = ctx.tid(); item < tile * n; item += ctx.nthreads()) {
-      const int r = item / n, jj = item - r * n, j = j0 + jj;
-      T acc = L.b >= 0 ? a.params[L.b + j] : T(0);
-      if (L.tb >= 0) acc += a.params[L.tb + (int64_t)trow[r] * L.out + j];
-      const T* x = X + r * ldx;
-      const T* w = stage + jj * ws;
-      for (int k = 0; k < L.in; ++k) acc += x[k] * w[k];
-      T y, dy;
-      act_value_grad<A, T>(acc, slope, y, dy);
-      H[r * L.out + j] = y;
-      DH[r * L.out + j] = dy;
-    }
-    ctx.sync();
-  }
-}
-
-// Backward of one linear layer: DOUT[r][i] = (sum_o DIN[r][o] W[o][i]) * (DHprev ? DHprev[r][i] : 1), or, when
-// G is given (first layer of a net), G[r][goff + i] += gscale[r] * sum_o DIN[r][o] W[o][i].
+// v1: weights staged through shared memory in chunks, block-stride loops, one thread per dot product.
 template <typename T, class Ctx>
-HEBM_BLOCK_FN void block_linear_backward(Ctx& ctx, const BlockArgs<T>& a, const LinearDesc& L, const T* DIN,
-                                         T* DOUT, const T* DHprev, T* G, int ldg, int goff, const T* gscale,
-                                         T* stage) {
-  const int tile = a.lay.tile;
-  const int ws = odd_stride(L.out);
-  int ic = a.lay.ws / ws;
-  ic = ic < kBlockMaxJC ? ic : kBlockMaxJC;
-  const T* W = a.params + L.w;
-  for (int i0 = 0; i0 < L.in; i0 += ic) {
-    const int n = (L.in - i0) < ic ? (L.in - i0) : ic;
-    for (int idx = ctx.tid(); idx < n * L.out; idx += ctx.nthreads()) {
-      const int o = idx / n, ii = idx - o * n;
-      stage[ii * ws + o] = W[(int64_t)o * L.in + i0 + ii];
-    }
-    ctx.sync();
-    for (int item = ctx.tid(); item < tile * n; item += ctx.nthreads()) {
-      const int r = item / n, ii = item - r * n, i = i0 + ii;
-      const T* d = DIN + r * L.out;
-      const T* w = stage + ii * ws;
-      T acc = T(0);
-      for (int o = 0; o < L.out; ++o) acc += d[o] * w[o];
-      if (G) {
-        G[r * ldg + goff + i] += (gscale ? gscale[r] : T(1)) * acc;
-      } else {
-        DOUT[r * L.in + i] = DHprev ? acc * DHprev[r * L.in + i] : acc;
+struct StagedEngine {
+  HEBM_BLOCK_FN explicit StagedEngine(Ctx&) {}
+  HEBM_BLOCK_FN bool leader() const { return true; }
+  HEBM_BLOCK_FN void sync(Ctx& ctx) const { ctx.sync(); }
+  HEBM_BLOCK_FN void load(Ctx&, const BlockArgs<T>&, T*) const {}
+
+  // H[r][j] = act(X[r] . W[j] + b[j] (+ tb[t_r][j])); DH = act'.
+  template <int A>
+  HEBM_BLOCK_FN void forward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H, T* DH,
+                             const int* trow, T slope) const {
+    const LinearDesc& L = a.prog.lin[jl];
+    const int tile = a.lay.tile;
+    const int ws = odd_stride(L.in);
+    T* stage = smem + a.lay.stage;
+    int jc = a.lay.ws / ws;
+    jc = jc < kBlockMaxJC ? jc : kBlockMaxJC;
+    const T* W = a.params + L.w;
+    for (int j0 = 0; j0 < L.out; j0 += jc) {
+      const int n = (L.out - j0) < jc ? (L.out - j0) : jc;
+      for (int idx = ctx.tid(); idx < n * L.in; idx += ctx.nthreads()) {
+        const int jj = idx / L.in, k = idx - jj * L.in;
+        ctx.sh(stage + jj * ws + k) = W[(int64_t)(j0 + jj) * L.in + k];
       }
+      ctx.sync();
+      for (int item = ctx.tid(); item < tile * n; item += ctx.nthreads()) {
+        const int r = item / n, jj = item - r * n, j = j0 + jj;
+        T acc = L.b >= 0 ? a.params[L.b + j] : T(0);
+        if (L.tb >= 0) acc += a.params[L.tb + (int64_t)ctx.sh(trow + r) * L.out + j];
+        for (int k = 0; k < L.in; ++k) acc += ctx.sh(X + r * ldx + k) * ctx.sh(stage + jj * ws + k);
+        T y, dy;
+        act_value_grad<A, T>(acc, slope, y, dy);
+        ctx.sh(H + r * L.out + j) = y;
+        ctx.sh(DH + r * L.out + j) = dy;
+      }
+      if (j0 + jc < L.out) ctx.sync();  // the next chunk overwrites the stage (the walk syncs after the last)
     }
-    ctx.sync();
   }
-}
 
-// From d0 = the delta of the net's last hidden layer, down to its input: G[r][goff + i] += gscale[r] * dOut/dx
-// (gscale null: 1).
-template <typename T, class Ctx>
-HEBM_BLOCK_FN void block_hidden_backward(Ctx& ctx, const BlockArgs<T>& a, const NetDesc& net, T* smem, T* G, int ldg,
-                                         const T* gscale) {
-  const BlockLayout& lay = a.lay;
-  T* stage = smem + lay.stage;
-  T* d0 = smem + lay.d0;
-  T* d1 = smem + lay.d1;
-  for (int j = net.first + net.n_lin - 2; j >= net.first; --j) {
-    const LinearDesc& L = a.prog.lin[j];
-    if (j > net.first) {
-      block_linear_backward<T, Ctx>(ctx, a, L, d0, d1, smem + lay.dh[j - 1], nullptr, 0, 0, nullptr, stage);
-      T* tmp = d0;
-      d0 = d1;
-      d1 = tmp;
-    } else {
-      block_linear_backward<T, Ctx>(ctx, a, L, d0, nullptr, nullptr, G, ldg, net.in_off, gscale, stage);
+  // With d_o = DIN[r][o] (* dinw[o] when given): DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
+  // or, when G is given, G[r][goff + i] += (alpha ? -alpha_r : 1) * sum_o d_o W[o][i].
+  HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, const T* dinw, T* DOUT,
+                              const T* DHprev, T* G, int ldg, int goff, const int* alpha_rows) const {
+    const LinearDesc& L = a.prog.lin[jl];
+    const int tile = a.lay.tile;
+    const int ws = odd_stride(L.out);
+    T* stage = smem + a.lay.stage;
+    int ic = a.lay.ws / ws;
+    ic = ic < kBlockMaxJC ? ic : kBlockMaxJC;
+    const T* W = a.params + L.w;
+    for (int i0 = 0; i0 < L.in; i0 += ic) {
+      const int n = (L.in - i0) < ic ? (L.in - i0) : ic;
+      for (int idx = ctx.tid(); idx < n * L.out; idx += ctx.nthreads()) {
+        const int o = idx / n, ii = idx - o * n;
+        ctx.sh(stage + ii * ws + o) = W[(int64_t)o * L.in + i0 + ii] * (dinw ? dinw[o] : T(1));
+      }
+      ctx.sync();
+      for (int item = ctx.tid(); item < tile * n; item += ctx.nthreads()) {
+        const int r = item / n, ii = item - r * n, i = i0 + ii;
+        T acc = T(0);
+        for (int o = 0; o < L.out; ++o) acc += ctx.sh(DIN + r * L.out + o) * ctx.sh(stage + ii * ws + o);
+        if (G) {
+          ctx.sh(G + r * ldg + goff + i) += (alpha_rows ? neg_alpha<T, Ctx>(ctx, a, alpha_rows, r) : T(1)) * acc;
+        } else {
+          ctx.sh(DOUT + r * L.in + i) = DHprev ? acc * ctx.sh(DHprev + r * L.in + i) : acc;
+        }
+      }
+      if (i0 + ic < L.in) ctx.sync();
     }
+  }
+
+  // E[r] += X[r] . w + b (a head's output row, from global memory).
+  HEBM_BLOCK_FN void energy(Ctx& ctx, const BlockArgs<T>& a, const LinearDesc& Lo, const T* X, int ldx, T* E) const {
+    const T* w = a.params + Lo.w;
+    const T b = Lo.b >= 0 ? a.params[Lo.b] : T(0);
+    for (int r = ctx.tid(); r < a.lay.tile; r += ctx.nthreads()) {
+      T s = T(0);
+      for (int k = 0; k < Lo.in; ++k) s += ctx.sh(X + r * ldx + k) * w[k];
+      ctx.sh(E + r) += s + b;
+    }
+  }
+};
+
+// ----------------------------------------------------------------------------------------------------------------
+// The program walk, shared by every engine.
+
+// From DIN (the delta of the output of linear jtop; times dinw[o] when given) down to the net's input:
+// G[r][goff + i] += (alpha_rows ? -alpha_r : 1) * dOut/dx.
+template <typename T, class Ctx, class Eng>
+HEBM_BLOCK_FN void block_backward_chain(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, const NetDesc& net, T* smem,
+                                        int jtop, const T* DIN, const T* dinw, T* G, int ldg,
+                                        const int* alpha_rows) {
+  const BlockLayout& lay = a.lay;
+  T* bufs[2] = {smem + lay.d0, smem + lay.d1};
+  int nb = 0;
+  for (int j = jtop; j >= net.first; --j) {
+    if (j > net.first) {
+      eng.backward(ctx, a, smem, j, DIN, dinw, bufs[nb], smem + lay.dh[j - 1], nullptr, 0, 0, nullptr);
+      DIN = bufs[nb];
+      nb ^= 1;
+      dinw = nullptr;
+    } else {
+      eng.backward(ctx, a, smem, j, DIN, dinw, nullptr, nullptr, G, ldg, net.in_off, alpha_rows);
+    }
+    eng.sync(ctx);
   }
 }
 
 // One head: E[r] += energy; G[r][slice] += -alpha_r * dE/dz.
-template <typename T, class Ctx>
-HEBM_BLOCK_FN void block_head(Ctx& ctx, const BlockArgs<T>& a, const NetDesc& net, T* smem, const T* Z, T* G,
-                              const int* trow, const T* galpha) {
+template <typename T, class Ctx, class Eng>
+HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, const NetDesc& net, T* smem,
+                              const T* Z, T* G, const int* trow) {
   const BlockLayout& lay = a.lay;
   const int tile = lay.tile, D = a.prog.D;
-  T* stage = smem + lay.stage;
-  T* E = smem + lay.e;
   const T* X = Z + net.in_off;
   int ldx = D;
   for (int j = net.first; j < net.first + net.n_lin - 1; ++j) {
     const LinearDesc& L = a.prog.lin[j];
-    const T param = L.param >= 0 ? a.params[L.param] : T(0);
+    const T param = L.param >= 0 ? a.params[L.param] : T(0);  // the activation's slope / alpha / beta
     HEBM_DISPATCH_ACT(L.act, ACT,
-                      (block_linear_forward<T, ACT, Ctx>(ctx, a, L, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow,
-                                                         param, stage)));
+                      (eng.template forward<ACT>(ctx, a, smem, j, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow,
+                                                 param)));
+    eng.sync(ctx);
     X = smem + lay.h[j];
     ldx = L.out;
   }
   const LinearDesc& Lo = a.prog.lin[net.first + net.n_lin - 1];
+  eng.energy(ctx, a, Lo, X, ldx, smem + lay.e);  // read later (trace), after at least one more barrier
   const T* w = a.params + Lo.w;
-  const T b = Lo.b >= 0 ? a.params[Lo.b] : T(0);
-  for (int r = ctx.tid(); r < tile; r += ctx.nthreads()) {
-    T s = T(0);
-    const T* x = X + r * ldx;
-    for (int k = 0; k < Lo.in; ++k) s += x[k] * w[k];
-    E[r] += s + b;
-  }
   if (net.n_lin == 1) {
     for (int idx = ctx.tid(); idx < tile * net.in_dim; idx += ctx.nthreads()) {
       const int r = idx / net.in_dim, i = idx - r * net.in_dim;
-      G[r * D + net.in_off + i] += galpha[r] * w[i];
+      ctx.sh(G + r * D + net.in_off + i) += neg_alpha<T, Ctx>(ctx, a, trow, r) * w[i];
     }
-    ctx.sync();
+    eng.sync(ctx);
     return;
   }
-  // delta of the last hidden layer, then down to the input
-  T* d0 = smem + lay.d0;
-  {
-    const int last = net.first + net.n_lin - 2;
-    const T* dh = smem + lay.dh[last];
-    const int width = a.prog.lin[last].out;
-    for (int idx = ctx.tid(); idx < tile * width; idx += ctx.nthreads()) d0[idx] = w[idx % width] * dh[idx];
-  }
-  ctx.sync();
-  block_hidden_backward<T, Ctx>(ctx, a, net, smem, G, D, galpha);
+  // the delta of the last hidden layer is dh * w_out: folded into its backward (dinw)
+  const int last = net.first + net.n_lin - 2;
+  block_backward_chain<T, Ctx, Eng>(ctx, eng, a, net, smem, last, smem + lay.dh[last], w, G, D, trow);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
 // The Gaussian ladder: conditionals mu_l, sigma_l = MLP_l(z_{l-1}), layers top first (csrc/core/program.h).
 
 // Forward of a conditional on its parent rows X (ld D): h[last] holds mu in [0, d) and sigma in [d, 2d) of each
-// row (ld 2d), dh[last] dmu/dmu_raw and dsigma/dell_raw.
-template <typename T, class Ctx>
-HEBM_BLOCK_FN void block_ladder_forward(Ctx& ctx, const BlockArgs<T>& a, const NetDesc& net, T* smem, const T* X,
-                                        const int* trow) {
+// row (ld 2d), dh[last] dmu/dmu_raw and dsigma/dell_raw. With Zu (u-parameterisation) also the child's
+// z = mu + sigma * u into Zu.
+template <typename T, class Ctx, class Eng>
+HEBM_BLOCK_FN void block_ladder_forward(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, const NetDesc& net, T* smem,
+                                        const T* X, const int* trow, T* Zu) {
   const BlockLayout& lay = a.lay;
-  const int tile = lay.tile;
-  T* stage = smem + lay.stage;
-  int ldx = a.prog.D;
+  const int tile = lay.tile, D = a.prog.D;
+  int ldx = D;
   for (int j = net.first; j < net.first + net.n_lin - 1; ++j) {
     const LinearDesc& L = a.prog.lin[j];
-    const T param = L.param >= 0 ? a.params[L.param] : T(0);
+    const T param = L.param >= 0 ? a.params[L.param] : T(0);  // the activation's slope / alpha / beta
     HEBM_DISPATCH_ACT(L.act, ACT,
-                      (block_linear_forward<T, ACT, Ctx>(ctx, a, L, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow,
-                                                         param, stage)));
+                      (eng.template forward<ACT>(ctx, a, smem, j, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow,
+                                                 param)));
+    eng.sync(ctx);
     X = smem + lay.h[j];
     ldx = L.out;
   }
   const int jo = net.first + net.n_lin - 1;
   T* O = smem + lay.h[jo];
   T* DO = smem + lay.dh[jo];
-  block_linear_forward<T, ACT_IDENTITY, Ctx>(ctx, a, a.prog.lin[jo], X, ldx, O, DO, trow, T(0), stage);
+  eng.template forward<ACT_IDENTITY>(ctx, a, smem, jo, X, ldx, O, DO, trow, T(0));
+  eng.sync(ctx);
   const int d = net.out_dim / 2;
   const T sigma_min = a.params[a.prog.base_param];
   const bool clamp = a.prog.soft_clamp != 0;
+  const T* Y = smem + lay.y;
   for (int idx = ctx.tid(); idx < tile * d; idx += ctx.nthreads()) {
     const int r = idx / d, j = idx - r * d;
     T* o = O + r * 2 * d;
     T* g = DO + r * 2 * d;
     T mu, sigma, dmu, dsigma;
-    ladder_head<T>(o[j], o[d + j], sigma_min, clamp, mu, sigma, dmu, dsigma);
-    o[j] = mu;
-    o[d + j] = sigma;
-    g[j] = dmu;
-    g[d + j] = dsigma;
+    ladder_head<T>(ctx.sh(o + j), ctx.sh(o + d + j), sigma_min, clamp, mu, sigma, dmu, dsigma);
+    ctx.sh(o + j) = mu;
+    ctx.sh(o + d + j) = sigma;
+    ctx.sh(g + j) = dmu;
+    ctx.sh(g + d + j) = dsigma;
+    if (Zu) ctx.sh(Zu + r * D + net.out_off + j) = mu + sigma * ctx.sh(Y + r * D + net.out_off + j);
   }
-  ctx.sync();
+  eng.sync(ctx);
 }
 
 // Backward of a conditional from GO (gradient w.r.t. (mu_raw, ell_raw), ld 2d) into G[r][net.in_off + i].
-template <typename T, class Ctx>
-HEBM_BLOCK_FN void block_ladder_backward(Ctx& ctx, const BlockArgs<T>& a, const NetDesc& net, T* smem, T* G) {
-  const BlockLayout& lay = a.lay;
-  const int jo = net.first + net.n_lin - 1;
-  const LinearDesc& Lo = a.prog.lin[jo];
-  T* stage = smem + lay.stage;
-  if (net.n_lin == 1) {
-    block_linear_backward<T, Ctx>(ctx, a, Lo, smem + lay.go, nullptr, nullptr, G, a.prog.D, net.in_off, nullptr, stage);
-    return;
-  }
-  block_linear_backward<T, Ctx>(ctx, a, Lo, smem + lay.go, smem + lay.d0, smem + lay.dh[jo - 1], nullptr, 0, 0,
-                                nullptr, stage);
-  block_hidden_backward<T, Ctx>(ctx, a, net, smem, G, a.prog.D, nullptr);
+template <typename T, class Ctx, class Eng>
+HEBM_BLOCK_FN void block_ladder_backward(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, const NetDesc& net, T* smem,
+                                         T* G) {
+  block_backward_chain<T, Ctx, Eng>(ctx, eng, a, net, smem, net.first + net.n_lin - 1, smem + a.lay.go, nullptr, G,
+                                    a.prog.D, nullptr);
 }
 
 // u-parameterisation: Z = T(Y) top-down.
-template <typename T, class Ctx>
-HEBM_BLOCK_FN void block_ladder_u_forward(Ctx& ctx, const BlockArgs<T>& a, T* smem, const int* trow) {
+template <typename T, class Ctx, class Eng>
+HEBM_BLOCK_FN void block_ladder_u_forward(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T* smem, const int* trow) {
   const ProgramDesc& p = a.prog;
   const BlockLayout& lay = a.lay;
   const int tile = lay.tile, D = p.D;
@@ -296,25 +344,18 @@ HEBM_BLOCK_FN void block_ladder_u_forward(Ctx& ctx, const BlockArgs<T>& a, T* sm
   const int d0 = p.layer_dim[0];
   for (int idx = ctx.tid(); idx < tile * d0; idx += ctx.nthreads()) {
     const int r = idx / d0, j = idx - r * d0;
-    Z[r * D + j] = sigma_top * Y[r * D + j];
+    ctx.sh(Z + r * D + j) = sigma_top * ctx.sh(Y + r * D + j);
   }
-  ctx.sync();
+  eng.sync(ctx);
   for (int i = 0; i < p.n_layers - 1; ++i) {
     const NetDesc& net = p.nets[i];
-    block_ladder_forward<T, Ctx>(ctx, a, net, smem, Z + net.in_off, trow);
-    const T* O = smem + lay.h[net.first + net.n_lin - 1];
-    const int d = net.out_dim / 2;
-    for (int idx = ctx.tid(); idx < tile * d; idx += ctx.nthreads()) {
-      const int r = idx / d, j = idx - r * d;
-      Z[r * D + net.out_off + j] = O[r * 2 * d + j] + O[r * 2 * d + d + j] * Y[r * D + net.out_off + j];
-    }
-    ctx.sync();
+    block_ladder_forward<T, Ctx, Eng>(ctx, eng, a, net, smem, Z + net.in_off, trow, Z);
   }
 }
 
 // u-parameterisation: G += -Y (the N(0, I) base) + the pull-back of GZ through T.
-template <typename T, class Ctx>
-HEBM_BLOCK_FN void block_ladder_u_backward(Ctx& ctx, const BlockArgs<T>& a, T* smem) {
+template <typename T, class Ctx, class Eng>
+HEBM_BLOCK_FN void block_ladder_u_backward(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T* smem) {
   const ProgramDesc& p = a.prog;
   const BlockLayout& lay = a.lay;
   const int tile = lay.tile, D = p.D;
@@ -322,8 +363,8 @@ HEBM_BLOCK_FN void block_ladder_u_backward(Ctx& ctx, const BlockArgs<T>& a, T* s
   T* G = smem + lay.g;
   T* GZ = smem + lay.gz;
   T* GO = smem + lay.go;
-  for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) G[idx] -= Y[idx];
-  ctx.sync();
+  for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) ctx.sh(G + idx) -= ctx.sh(Y + idx);
+  eng.sync(ctx);
   for (int i = p.n_layers - 2; i >= 0; --i) {
     const NetDesc& net = p.nets[i];
     const int jo = net.first + net.n_lin - 1, d = net.out_dim / 2;
@@ -331,26 +372,26 @@ HEBM_BLOCK_FN void block_ladder_u_backward(Ctx& ctx, const BlockArgs<T>& a, T* s
     const T* DO = smem + lay.dh[jo];
     for (int idx = ctx.tid(); idx < tile * d; idx += ctx.nthreads()) {
       const int r = idx / d, j = idx - r * d, c = r * D + net.out_off + j;
-      const T gz = GZ[c];
-      G[c] += gz * O[r * 2 * d + d + j];
-      GO[r * 2 * d + j] = gz * DO[r * 2 * d + j];
-      GO[r * 2 * d + d + j] = gz * Y[c] * DO[r * 2 * d + d + j];
+      const T gz = ctx.sh(GZ + c);
+      ctx.sh(G + c) += gz * ctx.sh(O + r * 2 * d + d + j);
+      ctx.sh(GO + r * 2 * d + j) = gz * ctx.sh(DO + r * 2 * d + j);
+      ctx.sh(GO + r * 2 * d + d + j) = gz * ctx.sh(Y + c) * ctx.sh(DO + r * 2 * d + d + j);
     }
-    ctx.sync();
-    block_ladder_backward<T, Ctx>(ctx, a, net, smem, GZ);
+    eng.sync(ctx);
+    block_ladder_backward<T, Ctx, Eng>(ctx, eng, a, net, smem, GZ);
   }
   const T sigma_top = a.params[p.base_param + 1];
   const int d0 = p.layer_dim[0];
   for (int idx = ctx.tid(); idx < tile * d0; idx += ctx.nthreads()) {
     const int r = idx / d0, j = idx - r * d0;
-    G[r * D + j] += sigma_top * GZ[r * D + j];
+    ctx.sh(G + r * D + j) += sigma_top * ctx.sh(GZ + r * D + j);
   }
-  ctx.sync();
+  eng.sync(ctx);
 }
 
 // z-parameterisation: G += grad of the ladder's log p(z).
-template <typename T, class Ctx>
-HEBM_BLOCK_FN void block_ladder_z_grad(Ctx& ctx, const BlockArgs<T>& a, T* smem, const int* trow) {
+template <typename T, class Ctx, class Eng>
+HEBM_BLOCK_FN void block_ladder_z_grad(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T* smem, const int* trow) {
   const ProgramDesc& p = a.prog;
   const BlockLayout& lay = a.lay;
   const int tile = lay.tile, D = p.D;
@@ -362,32 +403,32 @@ HEBM_BLOCK_FN void block_ladder_z_grad(Ctx& ctx, const BlockArgs<T>& a, T* smem,
   const int d0 = p.layer_dim[0];
   for (int idx = ctx.tid(); idx < tile * d0; idx += ctx.nthreads()) {
     const int r = idx / d0, j = idx - r * d0;
-    G[r * D + j] -= inv_top2 * Y[r * D + j];
+    ctx.sh(G + r * D + j) -= inv_top2 * ctx.sh(Y + r * D + j);
   }
-  ctx.sync();
+  // (no barrier: the conditionals below touch G only in rows' child layers, and in parents after barriers)
   for (int i = 0; i < p.n_layers - 1; ++i) {
     const NetDesc& net = p.nets[i];
-    block_ladder_forward<T, Ctx>(ctx, a, net, smem, Y + net.in_off, trow);
+    block_ladder_forward<T, Ctx, Eng>(ctx, eng, a, net, smem, Y + net.in_off, trow, nullptr);
     const int jo = net.first + net.n_lin - 1, d = net.out_dim / 2;
     const T* O = smem + lay.h[jo];
     const T* DO = smem + lay.dh[jo];
     for (int idx = ctx.tid(); idx < tile * d; idx += ctx.nthreads()) {
       const int r = idx / d, j = idx - r * d, c = r * D + net.out_off + j;
-      const T inv_s = T(1) / O[r * 2 * d + d + j];
-      const T eps = (Y[c] - O[r * 2 * d + j]) * inv_s;
-      G[c] -= eps * inv_s;
-      GO[r * 2 * d + j] = eps * inv_s * DO[r * 2 * d + j];
-      GO[r * 2 * d + d + j] = (eps * eps - T(1)) * inv_s * DO[r * 2 * d + d + j];
+      const T inv_s = T(1) / ctx.sh(O + r * 2 * d + d + j);
+      const T eps = (ctx.sh(Y + c) - ctx.sh(O + r * 2 * d + j)) * inv_s;
+      ctx.sh(G + c) -= eps * inv_s;
+      ctx.sh(GO + r * 2 * d + j) = eps * inv_s * ctx.sh(DO + r * 2 * d + j);
+      ctx.sh(GO + r * 2 * d + d + j) = (eps * eps - T(1)) * inv_s * ctx.sh(DO + r * 2 * d + d + j);
     }
-    ctx.sync();
-    block_ladder_backward<T, Ctx>(ctx, a, net, smem, G);
+    eng.sync(ctx);
+    block_ladder_backward<T, Ctx, Eng>(ctx, eng, a, net, smem, G);
   }
 }
 
-// One Langevin step of the whole tile; k is the rows' global step index.
-template <typename T, class Ctx>
-HEBM_BLOCK_FN void block_step(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64_t row0, int nvalid, int k,
-                              const int* trow, const bool* active, T* galpha, uint64_t seed, uint64_t offset) {
+// One Langevin step of the whole tile; k is the rows' global step index. On entry G (and GZ) are zero.
+template <typename T, class Ctx, class Eng>
+HEBM_BLOCK_FN void block_step(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T* smem, int64_t row0, int nvalid,
+                              int k, const int* trow, uint64_t seed, uint64_t offset) {
   const ProgramDesc& p = a.prog;
   const BlockLayout& lay = a.lay;
   const int tile = lay.tile, D = p.D;
@@ -395,74 +436,109 @@ HEBM_BLOCK_FN void block_step(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64_t 
   T* YC = smem + lay.yc;
   T* G = smem + lay.g;
   T* E = smem + lay.e;
-  for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) G[idx] = T(0);
-  for (int r = ctx.tid(); r < tile; r += ctx.nthreads()) E[r] = T(0);
-  ctx.sync();
   // heads read z (= y, or T(u) for the u-parameterised ladder) and accumulate -alpha dE/dz into GZ
   const T* Zp = Y;
   T* GZp = G;
   if (p.base == BASE_LADDER_U) {
-    block_ladder_u_forward<T, Ctx>(ctx, a, smem, trow);
+    block_ladder_u_forward<T, Ctx, Eng>(ctx, eng, a, smem, trow);
     Zp = smem + lay.z;
     GZp = smem + lay.gz;
-    for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) GZp[idx] = T(0);
-    ctx.sync();
   }
   for (int i = 0; i < p.n_nets; ++i)
-    if (p.nets[i].role == NET_HEAD) block_head<T, Ctx>(ctx, a, p.nets[i], smem, Zp, GZp, trow, galpha);
-  if (p.base == BASE_GAUSSIAN) {
-    const T s = -a.params[p.base_param];
-    for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) G[idx] += s * Y[idx];
-    ctx.sync();
-  } else if (p.base == BASE_LADDER_Z) {
-    block_ladder_z_grad<T, Ctx>(ctx, a, smem, trow);
+    if (p.nets[i].role == NET_HEAD) block_head<T, Ctx, Eng>(ctx, eng, a, p.nets[i], smem, Zp, GZp, trow);
+  if (p.base == BASE_LADDER_Z) {
+    block_ladder_z_grad<T, Ctx, Eng>(ctx, eng, a, smem, trow);
   } else if (p.base == BASE_LADDER_U) {
-    block_ladder_u_backward<T, Ctx>(ctx, a, smem);
+    block_ladder_u_backward<T, Ctx, Eng>(ctx, eng, a, smem);
   }
+  // The Gaussian base's gradient -y / sigma^2 is added where the gradient is read (no pass of its own).
+  const T sb = p.base == BASE_GAUSSIAN ? -a.params[p.base_param] : T(0);
+  const bool per_chain = a.tsel != nullptr;
   if (a.trace) {
     for (int r = ctx.tid(); r < nvalid; r += ctx.nthreads()) {
-      if (!active[r]) continue;
+      if (per_chain && k >= a.sched.K[ctx.sh(trow + r)]) continue;
       T s = T(0);
-      for (int d = 0; d < D; ++d) s += G[r * D + d] * G[r * D + d];
-      T* tr = a.trace + ((int64_t)k * a.B + row0 + r) * 2;
-      tr[0] = E[r];
-      tr[1] = detail::sqrt_(s);
+      for (int d = 0; d < D; ++d) {
+        const T g = ctx.sh(G + r * D + d) + sb * ctx.sh(Y + r * D + d);
+        s += g * g;
+      }
+      if (eng.leader()) {
+        T* tr = a.trace + ((int64_t)k * a.B + row0 + r) * 2;
+        tr[0] = ctx.sh(E + r);
+        tr[1] = detail::sqrt_(s);
+      }
     }
+    eng.sync(ctx);
   }
+  // The update; the same thread then clears the gradient it read (and E), so the next step starts from zero
+  // without a pass of its own.
   const int groups = (D + 3) / 4;
-  for (int idx = ctx.tid(); idx < nvalid * groups; idx += ctx.nthreads()) {
+  const bool vec = D % 4 == 0;  // rows (and the arrays, block_layout) start 16-byte aligned
+  for (int idx = ctx.tid(); idx < tile * groups; idx += ctx.nthreads()) {
     const int r = idx / groups, gi = idx - r * groups;
-    if (!active[r]) continue;
-    const StepCoeffs<T> c = step_coeffs<T>(a.sched, trow[r]);
-    const int64_t b = row0 + r;
-    T xi[4];
-    if (a.noise) {
+    const bool active = r < nvalid && (!per_chain || k < a.sched.K[ctx.sh(trow + r)]);
+    if (active) {
+      const StepCoeffs<T> c = step_coeffs<T>(a.sched, ctx.sh(trow + r));
+      const int64_t b = row0 + r;
+      T xi[4];
+      if (a.noise) {
+        HEBM_UNROLL
+        for (int q = 0; q < 4; ++q) {
+          const int d = 4 * gi + q;
+          xi[q] = d < D ? a.noise[((int64_t)k * a.B + b) * D + d] : T(0);
+        }
+      } else {
+        normal4<T>(seed, offset + (uint64_t)k, (uint64_t)b, (uint64_t)gi, xi);
+      }
+      if (vec) {  // 16-byte accesses: a thread's four scalars at stride 4 would conflict 4-way across the warp
+        const int o = r * D + 4 * gi;
+        Vec4<T> y = ctx.ld4(Y + o);
+        const Vec4<T> yc = ctx.ld4(YC + o), g = ctx.ld4(G + o);
+        y.x = langevin_update<T>(y.x, yc.x, g.x + sb * y.x, xi[0], c.c1, c.c2, c.h, c.n);
+        y.y = langevin_update<T>(y.y, yc.y, g.y + sb * y.y, xi[1], c.c1, c.c2, c.h, c.n);
+        y.z = langevin_update<T>(y.z, yc.z, g.z + sb * y.z, xi[2], c.c1, c.c2, c.h, c.n);
+        y.w = langevin_update<T>(y.w, yc.w, g.w + sb * y.w, xi[3], c.c1, c.c2, c.h, c.n);
+        ctx.st4(Y + o, y);
+      } else {
+        HEBM_UNROLL
+        for (int q = 0; q < 4; ++q) {
+          const int d = 4 * gi + q;
+          if (d < D) {
+            const int o = r * D + d;
+            const T y = ctx.sh(Y + o);
+            ctx.sh(Y + o) = langevin_update<T>(y, ctx.sh(YC + o), ctx.sh(G + o) + sb * y, xi[q], c.c1, c.c2, c.h, c.n);
+          }
+        }
+      }
+    }
+    if (vec) {
+      const Vec4<T> zero = {T(0), T(0), T(0), T(0)};
+      ctx.st4(G + r * D + 4 * gi, zero);
+      if (p.base == BASE_LADDER_U) ctx.st4(smem + lay.gz + r * D + 4 * gi, zero);
+    } else {
+      HEBM_UNROLL
       for (int q = 0; q < 4; ++q) {
         const int d = 4 * gi + q;
-        xi[q] = d < D ? a.noise[((int64_t)k * a.B + b) * D + d] : T(0);
-      }
-    } else {
-      normal4<T>(seed, offset + (uint64_t)k, (uint64_t)b, (uint64_t)gi, xi);
-    }
-    for (int q = 0; q < 4; ++q) {
-      const int d = 4 * gi + q;
-      if (d < D) {
-        const int o = r * D + d;
-        Y[o] = langevin_update<T>(Y[o], YC[o], G[o], xi[q], c.c1, c.c2, c.h, c.n);
+        if (d < D) {
+          ctx.sh(G + r * D + d) = T(0);
+          if (p.base == BASE_LADDER_U) ctx.sh(smem + lay.gz + r * D + d) = T(0);
+        }
       }
     }
   }
-  ctx.sync();
+  for (int r = ctx.tid(); r < tile; r += ctx.nthreads()) ctx.sh(E + r) = T(0);
+  eng.sync(ctx);
 }
 
-// The whole program for block `block_index` (chains [block_index * tile, ... + tile)).
-template <typename T, class Ctx>
-HEBM_BLOCK_FN void block_program(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64_t block_index) {
-  const ProgramDesc& p = a.prog;
+// The whole program for the tile of chains [tile_index * tile, ... + tile), on engine Eng (a cluster's blocks
+// all run it for the same tile).
+template <typename T, class Ctx, class Eng>
+HEBM_BLOCK_FN void block_program(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64_t tile_index) {
   const ScheduleDesc& S = a.sched;
   const BlockLayout& lay = a.lay;
-  const int tile = lay.tile, D = p.D;
-  const int64_t row0 = block_index * tile;
+  const int tile = lay.tile, D = a.prog.D;
+  const Eng eng(ctx);
+  const int64_t row0 = tile_index * tile;
   const int nvalid = (int)((a.B - row0) < tile ? (a.B - row0) : tile);
   T* Y = smem + lay.y;
   T* YC = smem + lay.yc;
@@ -470,58 +546,50 @@ HEBM_BLOCK_FN void block_program(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64
   const uint64_t seed = a.rng ? (uint64_t)a.rng[0] : 0;
   const uint64_t offset = a.rng ? (uint64_t)a.rng[1] : 0;
 
-  // Zero the whole tile (padded rows stay finite), then load the chains.
-  for (int idx = ctx.tid(); idx < lay.total; idx += ctx.nthreads()) smem[idx] = T(0);
+  // Zero the tile (padded rows stay finite, gradients start at zero), then load the chains and the weights.
+  for (int idx = ctx.tid(); idx < lay.total; idx += ctx.nthreads()) ctx.sh(smem + idx) = T(0);
   ctx.sync();
   for (int idx = ctx.tid(); idx < nvalid * D; idx += ctx.nthreads()) {
-    Y[idx] = a.y0[row0 * D + idx];
-    YC[idx] = (a.cond ? a.cond : a.y0)[row0 * D + idx];
+    ctx.sh(Y + idx) = a.y0[row0 * D + idx];
+    ctx.sh(YC + idx) = (a.cond ? a.cond : a.y0)[row0 * D + idx];
   }
-  // Per-row state lives in registers of every thread (each thread keeps the same copy: uniform control flow).
-  bool active[kBlockMaxTile];
-  T galpha[kBlockMaxTile];
+  eng.load(ctx, a, smem);
   if (a.tsel) {
     for (int r = ctx.tid(); r < tile; r += ctx.nthreads()) {
       int t = r < nvalid ? (int)a.tsel[row0 + r] : 0;
-      t = t < 0 ? 0 : (t >= S.T ? S.T - 1 : t);  // validated on the host; clamp keeps a bad value in bounds
-      trow[r] = t;
+      t = t < 0 ? 0 : (t >= S.T ? S.T - 1 : t);  // validated by the caller; the clamp keeps a bad value in bounds
+      ctx.sh(trow + r) = t;
     }
   }
-  ctx.sync();
+  eng.sync(ctx);
 
   if (!a.tsel) {
     int k = 0;
     for (int t = S.T - 1; t >= 0; --t) {
-      for (int r = ctx.tid(); r < tile; r += ctx.nthreads()) trow[r] = t;
-      const T alpha = T(S.alpha[t]);
-      for (int r = 0; r < tile; ++r) {
-        active[r] = r < nvalid;
-        galpha[r] = -alpha;
-      }
-      ctx.sync();
-      for (int i = 0; i < S.K[t]; ++i, ++k) block_step<T, Ctx>(ctx, a, smem, row0, nvalid, k, trow, active, galpha, seed, offset);
+      for (int r = ctx.tid(); r < tile; r += ctx.nthreads()) ctx.sh(trow + r) = t;
+      eng.sync(ctx);
+      for (int i = 0; i < S.K[t]; ++i, ++k) block_step<T, Ctx, Eng>(ctx, eng, a, smem, row0, nvalid, k, trow, seed, offset);
       const T dt = T(S.d[t]);
       for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) {
-        Y[idx] *= dt;
-        YC[idx] = Y[idx];
+        const T y = ctx.sh(Y + idx) * dt;
+        ctx.sh(Y + idx) = y;
+        ctx.sh(YC + idx) = y;
       }
-      ctx.sync();
+      eng.sync(ctx);
     }
   } else {
-    for (int r = 0; r < tile; ++r) galpha[r] = -T(S.alpha[trow[r]]);
     for (int k = 0; k < S.max_steps; ++k) {
-      bool any = false;
-      for (int r = 0; r < tile; ++r) {
-        active[r] = r < nvalid && k < S.K[trow[r]];
-        any = any || active[r];
-      }
-      if (!any) break;  // uniform: every thread computed the same flags
-      block_step<T, Ctx>(ctx, a, smem, row0, nvalid, k, trow, active, galpha, seed, offset);
+      bool any = false;  // uniform: every thread reads the same rows
+      for (int r = 0; r < nvalid; ++r) any = any || k < S.K[ctx.sh(trow + r)];
+      if (!any) break;
+      block_step<T, Ctx, Eng>(ctx, eng, a, smem, row0, nvalid, k, trow, seed, offset);
     }
-    for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) Y[idx] *= T(S.d[trow[idx / D]]);
-    ctx.sync();
+    for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads())
+      ctx.sh(Y + idx) *= T(S.d[ctx.sh(trow + idx / D)]);
+    eng.sync(ctx);
   }
-  for (int idx = ctx.tid(); idx < nvalid * D; idx += ctx.nthreads()) a.out[row0 * D + idx] = Y[idx];
+  if (eng.leader())
+    for (int idx = ctx.tid(); idx < nvalid * D; idx += ctx.nthreads()) a.out[row0 * D + idx] = ctx.sh(Y + idx);
 }
 
 }  // namespace core

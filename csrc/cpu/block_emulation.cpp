@@ -1,14 +1,18 @@
-// Test support: runs the CUDA kernel's block program (csrc/core/block_sampler.h) on the CPU, one team of real
-// threads per block sharing a "shared memory" buffer and a barrier, blocks one after another. It checks the
-// kernel's algorithm (indexing, chunked weight staging, barriers) on machines without a GPU; it is not a sampler
-// for users (hebm::latent_langevin is).
+// Test support: runs the CUDA kernels' block program (csrc/core/block_sampler.h) on the CPU through the SIMT
+// emulation (simt_emulation.h): every thread of a block (of a cluster) lane by lane, with the GPU's shuffle,
+// barrier and distributed-shared-memory semantics, bounds-checked shared memory and, on request, bank-conflict
+// counts. It checks the kernels' algorithm on machines without a GPU; it is not a sampler for users
+// (hebm::latent_langevin is). Tiles of chains run in parallel over the CPU's threads.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
-#include <atomic>
-#include <thread>
-#include <vector>
+#include <mutex>
+#include <string>
 
 #include "core/block_sampler.h"
+#include "core/launch_plan.h"
+#include "core/warp_linear.h"
+#include "cpu/simt_emulation.h"
 #include "latent_checks.h"
 
 namespace hebm {
@@ -16,71 +20,119 @@ namespace cpu {
 
 namespace {
 
-// Sense-reversing barrier: spin briefly, then yield (the team is usually larger than the machine's cores).
-class Barrier {
- public:
-  explicit Barrier(int n) : n_(n) {}
-  void wait() {
-    const unsigned gen = gen_.load(std::memory_order_acquire);
-    if (count_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
-      count_.store(0, std::memory_order_relaxed);
-      gen_.fetch_add(1, std::memory_order_acq_rel);
-      return;
+core::DeviceProps device_props(at::IntArrayRef device) {
+  if (device.empty()) return core::h200_props();
+  TORCH_CHECK(device.size() == 3, "device must be [multiprocessors, shared-memory bytes per block, compute "
+              "capability major] or empty (an H200), got ", device.size(), " values");
+  return core::DeviceProps{int(device[0]), int(device[1]), int(device[2])};
+}
+
+int path_code(c10::string_view path) {
+  if (path == "auto") return -1;
+  if (path == "staged") return core::PATH_STAGED;
+  if (path == "resident") return core::PATH_RESIDENT;
+  if (path == "cluster") return core::PATH_CLUSTER;
+  TORCH_CHECK(false, "path must be 'auto', 'staged', 'resident' or 'cluster', got '", std::string(path), "'");
+}
+
+template <typename T, class Eng>
+void run_grid(const core::BlockArgs<T>& a, int cluster, int threads, bool banks, emu::Stats& total) {
+  const int64_t tiles = (a.B + a.lay.tile - 1) / a.lay.tile;
+  const size_t bytes = size_t(a.lay.total) * sizeof(T);
+  std::mutex mu;
+  std::string error;
+  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+    try {
+      emu::Cluster cl(cluster, threads, bytes, banks);
+      for (int64_t t = begin; t < end; ++t) {
+        cl.run(
+            [&](emu::EmuCtx& ctx) {
+              T* smem = reinterpret_cast<T*>(cl.smem(ctx.cluster_rank()));
+              core::block_program<T, emu::EmuCtx, Eng>(ctx, a, smem, ctx.cluster_index());
+            },
+            t);
+      }
+      std::lock_guard<std::mutex> g(mu);
+      total.add(cl.stats());
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> g(mu);
+      if (error.empty()) error = e.what();
     }
-    for (int spin = 0; gen_.load(std::memory_order_acquire) == gen; ++spin)
-      if (spin > 64) std::this_thread::yield();
-  }
-
- private:
-  const int n_;
-  std::atomic<int> count_{0};
-  std::atomic<unsigned> gen_{0};
-};
-
-struct HostCtx {
-  int tid_, n_;
-  Barrier* bar;
-  int tid() const { return tid_; }
-  int nthreads() const { return n_; }
-  void sync() const { bar->wait(); }
-};
+  });
+  TORCH_CHECK(error.empty(), "latent_langevin emulation: ", error);
+}
 
 template <typename T>
-void emulate(const LatentTensors& call, int threads, int tile, int stage_rows) {
+emu::Stats emulate(const LatentTensors& call, const core::LaunchPlan& P, int threads, bool banks) {
   core::BlockArgs<T> a = block_args<T>(call);
-  a.lay = core::block_layout(a.prog, tile, core::block_stage_elems(a.prog, stage_rows));
-  const int64_t blocks = (a.B + tile - 1) / tile;
-  std::vector<T> smem(size_t(a.lay.total));
-  Barrier bar(threads);
-  std::vector<std::thread> team;
-  for (int t = 0; t < threads; ++t) {
-    team.emplace_back([&, t] {
-      HostCtx ctx{t, threads, &bar};
-      for (int64_t b = 0; b < blocks; ++b) {
-        core::block_program<T, HostCtx>(ctx, a, smem.data(), b);
-        ctx.sync();  // the next block reuses the buffer
-      }
-    });
+  a.lay = P.lay;
+  emu::Stats st;
+  if (P.path == core::PATH_STAGED) {
+    run_grid<T, core::StagedEngine<T, emu::EmuCtx>>(a, 1, threads, banks, st);
+    return st;
   }
-  for (auto& th : team) th.join();
+  const int cs = P.cluster;
+  switch (P.tile * 4 + cs) {
+#define HEBM_EMU_CASE(C, CS) \
+  case C * 4 + CS: run_grid<T, core::WarpEngine<T, emu::EmuCtx, C, CS>>(a, CS, threads, banks, st); break;
+    HEBM_EMU_CASE(1, 1) HEBM_EMU_CASE(2, 1) HEBM_EMU_CASE(3, 1) HEBM_EMU_CASE(4, 1)
+    HEBM_EMU_CASE(1, 2) HEBM_EMU_CASE(2, 2) HEBM_EMU_CASE(3, 2) HEBM_EMU_CASE(4, 2)
+#undef HEBM_EMU_CASE
+    default: TORCH_CHECK(false, "the v2 paths take 1-4 chains per block, got ", P.tile);
+  }
+  return st;
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> latent_langevin_block_emulation(
+// Returns (y, trace, stats); stats (int64): [path, tile, cluster, threads, shared-memory bytes per block,
+// block barriers, cluster barriers, named barriers, warp collectives, shared-memory instructions, wavefronts,
+// ideal wavefronts, conflicted instructions], the counts summed over the grid.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
     const at::Tensor& y0_, const at::Tensor& cond_, const at::Tensor& params_, at::IntArrayRef program,
     at::ArrayRef<double> schedule, at::IntArrayRef steps, const at::Tensor& timesteps_, const at::Tensor& noise_,
-    const at::Tensor& rng, bool trace_flag, int64_t threads, int64_t tile, int64_t stage_rows) {
-  TORCH_CHECK(threads >= 1 && threads <= 1024, "threads must be in [1, 1024], got ", threads);
-  TORCH_CHECK(tile >= 1 && tile <= core::kBlockMaxTile, "tile must be in [1, ", core::kBlockMaxTile, "], got ", tile);
-  TORCH_CHECK(stage_rows >= 1 && stage_rows <= core::kBlockMaxJC, "stage_rows must be in [1, ", core::kBlockMaxJC, "]");
+    const at::Tensor& rng, bool trace_flag, c10::string_view path, int64_t threads, int64_t tile,
+    int64_t stage_rows, bool banks, at::IntArrayRef device) {
+  TORCH_CHECK(threads >= 32 && threads <= 1024 && threads % 32 == 0,
+              "threads must be a multiple of 32 in [32, 1024], got ", threads);
+  TORCH_CHECK(tile >= 0 && tile <= core::kBlockMaxTile, "tile must be in [0, ", core::kBlockMaxTile, "], got ", tile);
+  TORCH_CHECK(stage_rows >= 0 && stage_rows <= core::kBlockMaxJC, "stage_rows must be in [0, ", core::kBlockMaxJC,
+              "], got ", stage_rows);
   const LatentTensors t = prepare_latent(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng,
                                          trace_flag);
-  if (t.c.B == 0) return {t.out, t.trace};
-  AT_DISPATCH_FLOATING_TYPES(t.y0.scalar_type(), "latent_langevin_block_emulation", [&] {
-    emulate<scalar_t>(t, int(threads), int(tile), int(stage_rows));
-  });
-  return {t.out, t.trace};
+  const core::DeviceProps dev = device_props(device);
+  const int elem = int(t.y0.element_size());
+  const int req = path_code(path);
+  core::LaunchPlan P = core::plan_launch(t.c.prog, t.c.B, dev, elem, req, int(tile));
+  TORCH_CHECK(req < 0 || P.path == req, "latent_langevin emulation: path '", std::string(path), "' was not taken");
+  if (P.path == core::PATH_STAGED && stage_rows > 0) {
+    P.lay = core::block_layout(t.c.prog, P.tile, core::block_stage_elems(t.c.prog, int(stage_rows)));
+  }
+  TORCH_CHECK(P.tile >= 1, "latent_langevin emulation: not even one chain fits the shared-memory budget");
+  TORCH_CHECK(P.path == core::PATH_STAGED || P.tile <= core::kWarpMaxChains, "the v2 paths take 1-",
+              core::kWarpMaxChains, " chains per block, got tile ", P.tile);
+  emu::Stats st;
+  if (t.c.B > 0) {
+    AT_DISPATCH_FLOATING_TYPES(t.y0.scalar_type(), "latent_langevin_emulation", [&] {
+      st = emulate<scalar_t>(t, P, int(threads), banks);
+    });
+  }
+  at::Tensor stats = at::tensor(std::vector<int64_t>{P.path, P.tile, P.cluster, threads, int64_t(P.lay.total) * elem,
+                                                     st.block_barriers, st.cluster_barriers, st.named_barriers,
+                                                     st.warp_collectives, st.smem_instructions, st.wavefronts,
+                                                     st.ideal_wavefronts, st.conflicted});
+  return {t.out, t.trace, stats};
+}
+
+// The launcher's choice for a call (the same host code as the CUDA launcher): ([path, tile, cluster, threads,
+// shared-memory bytes per block, tiles], why v1 was taken or "").
+std::tuple<std::vector<int64_t>, std::string> latent_langevin_plan(at::IntArrayRef program, int64_t n_params, int64_t B,
+                                                                   int64_t elem, at::IntArrayRef device) {
+  core::ProgramDesc p;
+  const core::ParseResult pr = core::parse_program(program.data(), int64_t(program.size()), n_params, p);
+  TORCH_CHECK(pr.ok, "latent_langevin plan: ", pr.msg);
+  const core::LaunchPlan P = core::plan_launch(p, B, device_props(device), int(elem));
+  return {std::vector<int64_t>{P.path, P.tile, P.cluster, P.threads, P.smem_bytes, P.tiles}, std::string(P.why)};
 }
 
 }  // namespace cpu

@@ -1,11 +1,15 @@
-// CUDA fused latent sampler: ONE launch runs every Langevin step of every timestep; each block owns a tile of
-// chains in shared memory (csrc/core/block_sampler.h holds the algorithm). Launched on the caller's stream, no
-// host synchronisation, the Philox seed read from device memory (CUDA-graph safe). Includes nothing from ATen.
+// CUDA fused latent sampler: ONE launch runs every Langevin step of every timestep. The launcher picks the path
+// (csrc/core/launch_plan.h): v2 with every weight resident in shared memory on one block or a 2-block cluster
+// (csrc/core/warp_linear.h), else v1 with staged weights (block_sampler.h's StagedEngine), whose reason the caller
+// turns into a warning. Launched on the caller's stream, no host synchronisation, the Philox seed read from device
+// memory (CUDA-graph safe). Includes nothing from ATen.
 #include <cuda_runtime.h>
 
 #include <stdio.h>
 
 #include "core/block_sampler.h"
+#include "core/launch_plan.h"
+#include "core/warp_linear.h"
 #include "cuda/latent_cuda.h"
 
 namespace hebm {
@@ -13,19 +17,34 @@ namespace cuda {
 
 namespace {
 
-struct DeviceCtx {
-  __device__ __forceinline__ int tid() const { return threadIdx.x; }
-  __device__ __forceinline__ int nthreads() const { return blockDim.x; }
-  __device__ __forceinline__ void sync() const { __syncthreads(); }
-};
+using core::DeviceCtx;
 
-__global__ void latent_langevin_kernel(const core::BlockArgs<float> a) {
-  extern __shared__ float smem[];
+__global__ void __launch_bounds__(core::kStagedThreads) latent_staged_kernel(const core::BlockArgs<float> a) {
+  extern __shared__ float4 smem4[];
   DeviceCtx ctx;
-  core::block_program<float, DeviceCtx>(ctx, a, smem, blockIdx.x);
+  core::block_program<float, DeviceCtx, core::StagedEngine<float, DeviceCtx>>(ctx, a, reinterpret_cast<float*>(smem4),
+                                                                              blockIdx.x);
 }
 
-constexpr int kThreads = 256;
+template <int C>
+__global__ void __launch_bounds__(core::kWarpThreads, 1) latent_resident_kernel(const core::BlockArgs<float> a) {
+  extern __shared__ float4 smem4[];
+  DeviceCtx ctx;
+  core::block_program<float, DeviceCtx, core::WarpEngine<float, DeviceCtx, C, 1>>(
+      ctx, a, reinterpret_cast<float*>(smem4), blockIdx.x);
+}
+
+template <int C>
+__global__ void __launch_bounds__(core::kWarpThreads, 1) latent_cluster_kernel(const core::BlockArgs<float> a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ float4 smem4[];
+  DeviceCtx ctx;
+  core::block_program<float, DeviceCtx, core::WarpEngine<float, DeviceCtx, C, 2>>(
+      ctx, a, reinterpret_cast<float*>(smem4), blockIdx.x / 2);
+#else
+  __trap();  // the launcher takes the cluster path only on compute capability 9.0 and newer
+#endif
+}
 
 thread_local char g_msg[512];
 
@@ -34,46 +53,61 @@ const char* fail(const char* what, cudaError_t e) {
   return g_msg;
 }
 
-}  // namespace
-
-const char* latent_langevin_cuda_launch(const LatentCudaCall& c) {
-  const core::ProgramDesc& p = c.args.prog;
-  const int64_t B = c.args.B;
-  int smem_optin = 0, sms = 0;
-  cudaError_t e = cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c.device);
-  if (e != cudaSuccess) return fail("cudaDeviceGetAttribute", e);
-  e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c.device);
-  if (e != cudaSuccess) return fail("cudaDeviceGetAttribute", e);
-
-  const int per_chain = core::block_elems_per_chain(p);
-  const int max_elems = smem_optin / int(sizeof(float));
-  int stage_rows = core::kBlockMaxJC;
-  int stage = core::block_stage_elems(p, stage_rows);
-  while (stage_rows > 4 && stage + per_chain > max_elems) stage = core::block_stage_elems(p, stage_rows /= 2);
-  const int fit = (max_elems - stage) / per_chain;
-  if (fit < 1) {
-    snprintf(g_msg, sizeof(g_msg),
-             "latent_langevin (CUDA): one chain of this program needs %d floats of shared memory (plus %d for staging "
-             "weights), the device has %d per block: reduce the hidden widths (widest layer %d) or the latent "
-             "dimension (%d)",
-             per_chain, stage, max_elems, p.max_width, p.D);
-    return g_msg;
-  }
-  int tile = c.tile_override > 0 ? c.tile_override : int((B + sms - 1) / sms);
-  tile = tile < 1 ? 1 : tile;
-  tile = tile > core::kBlockMaxTile ? core::kBlockMaxTile : tile;
-  tile = tile > fit ? fit : tile;
-
-  core::BlockArgs<float> a = c.args;
-  a.lay = core::block_layout(p, tile, stage);
-  const size_t bytes = size_t(a.lay.total) * sizeof(float);
-  e = cudaFuncSetAttribute(latent_langevin_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+template <class K>
+const char* launch(K kernel, const core::LaunchPlan& P, const core::BlockArgs<float>& a, cudaStream_t s) {
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(P.smem_bytes));
   if (e != cudaSuccess) return fail("cudaFuncSetAttribute", e);
-  const unsigned blocks = unsigned((B + tile - 1) / tile);
-  latent_langevin_kernel<<<blocks, kThreads, bytes, static_cast<cudaStream_t>(c.stream)>>>(a);
-  e = cudaGetLastError();
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(P.tiles * P.cluster));
+  cfg.blockDim = dim3(unsigned(P.threads));
+  cfg.dynamicSmemBytes = size_t(P.smem_bytes);
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  if (P.cluster > 1) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = unsigned(P.cluster);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  e = cudaLaunchKernelEx(&cfg, kernel, a);
   if (e != cudaSuccess) return fail("kernel launch", e);
   return nullptr;
+}
+
+}  // namespace
+
+const char* latent_langevin_cuda_launch(const LatentCudaCall& c, int* path, const char** why) {
+  const core::ProgramDesc& p = c.args.prog;
+  int smem_optin = 0, sms = 0, major = 0;
+  cudaError_t e = cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c.device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c.device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c.device);
+  if (e != cudaSuccess) return fail("cudaDeviceGetAttribute", e);
+  static thread_local core::LaunchPlan P;
+  P = core::plan_launch(p, c.args.B, core::DeviceProps{sms, smem_optin, major}, int(sizeof(float)));
+  *path = P.path;
+  *why = P.why;
+  if (P.path == core::PATH_STAGED && P.tile < 1) {
+    snprintf(g_msg, sizeof(g_msg),
+             "latent_langevin (CUDA): one chain of this program needs %d floats of shared memory plus the staging "
+             "area, the device has %d bytes per block: reduce the hidden widths (widest layer %d) or the latent "
+             "dimension (%d)",
+             core::block_elems_per_chain(p), smem_optin, p.max_width, p.D);
+    return g_msg;
+  }
+  core::BlockArgs<float> a = c.args;
+  a.lay = P.lay;
+  const cudaStream_t s = static_cast<cudaStream_t>(c.stream);
+  if (P.path == core::PATH_STAGED) return launch(latent_staged_kernel, P, a, s);
+  const bool cl = P.path == core::PATH_CLUSTER;
+  switch (P.tile) {
+    case 1: return cl ? launch(latent_cluster_kernel<1>, P, a, s) : launch(latent_resident_kernel<1>, P, a, s);
+    case 2: return cl ? launch(latent_cluster_kernel<2>, P, a, s) : launch(latent_resident_kernel<2>, P, a, s);
+    case 3: return cl ? launch(latent_cluster_kernel<3>, P, a, s) : launch(latent_resident_kernel<3>, P, a, s);
+    default: return cl ? launch(latent_cluster_kernel<4>, P, a, s) : launch(latent_resident_kernel<4>, P, a, s);
+  }
 }
 
 }  // namespace cuda

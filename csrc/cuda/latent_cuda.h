@@ -13,11 +13,11 @@ struct LatentCudaCall {
   core::BlockArgs<float> args;  // all but args.lay, which the launcher picks for the device (latent_checks.h fills it)
   int device;
   void* stream;                 // cudaStream_t
-  int tile_override;            // 0: choose
 };
 
-// Returns nullptr on success, else a message (the launch configuration did not fit, or a CUDA error).
-const char* latent_langevin_cuda_launch(const LatentCudaCall& c);
+// Returns nullptr on success, else a message (the launch configuration did not fit, or a CUDA error). *path: the
+// path taken (core::LatentPath); *why: on the v1 path, why the v2 paths did not take the program (else "").
+const char* latent_langevin_cuda_launch(const LatentCudaCall& c, int* path, const char** why);
 
 }  // namespace cuda
 }  // namespace hebm

@@ -1,7 +1,10 @@
 // ATen glue of the CUDA fused latent sampler (built only with CUDA): checks, the current stream, registration.
+// Only what it needs from c10's CUDA layer (the stream, the guard, the launch check): no ATen/cuda/CUDAContext.h,
+// which pulls in cuBLAS/cuSPARSE headers.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "cuda/latent_cuda.h"
@@ -15,19 +18,24 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cuda(const at::Tensor& y0_, c
                                                         at::ArrayRef<double> schedule, at::IntArrayRef steps,
                                                         const at::Tensor& timesteps_, const at::Tensor& noise_,
                                                         const at::Tensor& rng_, bool trace_flag) {
+  TORCH_CHECK(y0_.is_cuda(), "latent_langevin (CUDA): y0 must be a CUDA tensor, got one on ", y0_.device());
+  TORCH_CHECK(y0_.scalar_type() == at::kFloat, "latent_langevin (CUDA): y0 must be float32, got ",
+              y0_.scalar_type(), " (float64 runs on the CPU kernel)");
+  // the device guard after the argument checks: a bad call fails before touching any device
   const c10::cuda::CUDAGuard guard(y0_.device());
   const LatentTensors t = prepare_latent(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng_,
                                          trace_flag);
-  TORCH_CHECK(t.y0.scalar_type() == at::kFloat, "latent_langevin (CUDA): y0 must be float32, got ",
-              t.y0.scalar_type(), " (float64 runs on the CPU kernel)");
   if (t.c.B == 0) return {t.out, t.trace};
   LatentCudaCall call;
   call.args = block_args<float>(t);
   call.device = t.y0.get_device();
-  call.stream = at::cuda::getCurrentCUDAStream(t.y0.get_device()).stream();
-  call.tile_override = 0;
-  const char* err = latent_langevin_cuda_launch(call);
+  call.stream = c10::cuda::getCurrentCUDAStream(t.y0.get_device()).stream();
+  int path = 0;
+  const char* why = "";
+  const char* err = latent_langevin_cuda_launch(call, &path, &why);
   TORCH_CHECK(err == nullptr, err);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (why && why[0]) TORCH_WARN_ONCE("latent_langevin (CUDA): running the v1 kernel (staged weights) because ", why);
   return {t.out, t.trace};
 }
 

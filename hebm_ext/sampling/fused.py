@@ -33,7 +33,7 @@ def _summarise(tr: torch.Tensor) -> dict:
     return {"energy": tr[..., 0].nanmean(dim=1), "grad_norm": tr[..., 1].nanmean(dim=1), "per_chain": tr}
 
 
-def _check_inputs(prior, y0, schedule, cond, noise, timesteps, backend):
+def _check_inputs(prior, y0, schedule, cond, noise, timesteps, backend, check_inputs=True):
     if not isinstance(prior, LatentEBMPrior):
         raise TypeError(f"prior must be a hebm_ext.LatentEBMPrior, got {type(prior).__name__}")
     if not isinstance(schedule, LangevinSchedule):
@@ -79,7 +79,9 @@ def _check_inputs(prior, y0, schedule, cond, noise, timesteps, backend):
                              f"(S = the schedule's {'max' if timesteps is not None else 'total'} steps), got {got}")
         if noise.dtype != y0.dtype or noise.device != y0.device:
             raise ValueError(f"noise must have y0's dtype and device ({y0.dtype}, {y0.device}), got ({noise.dtype}, {noise.device})")
-    if not torch.compiler.is_compiling():  # data-dependent checks (they would break a compiled graph)
+    if y0.device.type == "cuda":
+        _device_input_status(y0, cond, timesteps, schedule, check_inputs)
+    elif not torch.compiler.is_compiling():  # data-dependent checks (they would break a compiled graph)
         bad = (~torch.isfinite(y0)).any(dim=1)
         if bool(bad.any()):
             raise ValueError(f"y0 has NaN or inf values in {int(bad.sum())} of {y0.shape[0]} chains")
@@ -153,9 +155,51 @@ def _raise_nonfinite(name, n, B, schedule, timesteps, tr):
         "cond.")
 
 
+_status: dict = {}
+
+
+def _device_input_status(y0, cond, timesteps, schedule, check_inputs):
+    """CUDA: the data checks of y0 / cond / timesteps computed on the device, without a host synchronisation, into
+    an int64 status [chains of y0 with NaN/inf, NaN/inf elements of cond, timesteps outside [0, T)] that
+    input_status() returns and raise_for_input_status() turns into the CPU path's errors. Skipped with
+    check_inputs=False and always during CUDA-graph capture."""
+    _status.pop("last", None)
+    if not check_inputs or torch.cuda.is_current_stream_capturing() or torch.compiler.is_compiling():
+        return
+    zero = y0.new_zeros((), dtype=torch.int64)
+    s = [(~torch.isfinite(y0)).any(dim=1).sum(),
+         (~torch.isfinite(cond)).sum() if cond is not None else zero,
+         ((timesteps < 0) | (timesteps >= schedule.T)).sum() if timesteps is not None and timesteps.numel() else zero]
+    _status["last"] = (torch.stack(s), y0.shape[0], schedule.T)
+
+
+def input_status():
+    """The device tensor [bad y0 chains, bad cond elements, out-of-range timesteps] of the last CUDA
+    sample_prior call with check_inputs=True (None when it was skipped). Reading it synchronises."""
+    last = _status.get("last")
+    return None if last is None else last[0]
+
+
+def raise_for_input_status():
+    """Synchronises and raises the CPU path's ValueError when the last CUDA call's inputs were bad."""
+    last = _status.get("last")
+    if last is None:
+        return
+    (ny, nc, nt), B, T = last[0].tolist(), last[1], last[2]
+    if ny:
+        raise ValueError(f"y0 has NaN or inf values in {ny} of {B} chains")
+    if nc:
+        raise ValueError("cond has NaN or inf values")
+    if nt:
+        raise ValueError(f"timesteps must lie in [0, {T}), got {nt} values outside")
+
+
 def _rng(y0, generator, seed):
     if seed is not None:
-        return torch.tensor([int(seed) & (2 ** 63 - 1), 0], dtype=torch.int64, device=y0.device)
+        # fill kernels with the seed as an argument: no pageable host-to-device copy, capturable
+        rng = torch.full((2,), int(seed) & (2 ** 63 - 1), dtype=torch.int64, device=y0.device)
+        rng[1:].zero_()
+        return rng
     dev = generator.device if generator is not None else y0.device
     s = torch.randint(0, 2 ** 62, (1,), generator=generator, dtype=torch.int64, device=dev)
     return torch.cat([s, torch.zeros_like(s)]).to(y0.device)
@@ -163,7 +207,7 @@ def _rng(y0, generator, seed):
 
 def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSchedule, *, cond=None, noise=None,
                  generator=None, backend: str = "auto", trace: bool = False, timesteps=None, seed=None,
-                 check_finite=True):
+                 check_finite=True, check_inputs: bool = True):
     """Sample the latent prior by (annealed) Langevin dynamics.
 
     prior: LatentEBMPrior; y0: initial chains [B, D]; schedule: LangevinSchedule (T timesteps run T-1 ... 0).
@@ -178,9 +222,13 @@ def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSche
     naming the count and the first bad step); an int64 tensor on y0's device receives the count instead (no host
     read: usable under CUDA graph capture); False skips it (see check_chains_finite).
 
+    check_inputs: the data checks of y0 / cond / timesteps (NaN, inf, range). On the CPU they raise at once; on
+    CUDA they run on the device without a host synchronisation into input_status() (raise_for_input_status()
+    reads it), are skipped with check_inputs=False and always during CUDA-graph capture.
+
     Returns y [B, D] (no gradient), or (y, trace) when ``trace``.
     """
-    _check_inputs(prior, y0, schedule, cond, noise, timesteps, backend)
+    _check_inputs(prior, y0, schedule, cond, noise, timesteps, backend, check_inputs)
     if backend != "reference":
         reason = fused_unsupported_reason(prior, y0)
         if reason is not None:
@@ -201,6 +249,7 @@ def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSche
     empty = y0.new_empty((0,))
     rng = y0.new_empty((0,), dtype=torch.int64) if noise is not None else _rng(y0, generator, seed)
     ts = timesteps.to(torch.int64) if timesteps is not None else y0.new_empty((0,), dtype=torch.int64)
+
     def run(with_trace):
         return ops.latent_langevin(y0.detach(), cond.detach() if cond is not None else empty, params, program,
                                    schedule.coefficients(), list(schedule.K), ts,

@@ -63,7 +63,8 @@ class _Builder:
         return off
 
     def scalar(self, v: float) -> int:
-        return self.add(torch.tensor([v], dtype=torch.float64))
+        # made on the device by a fill kernel: no pageable host-to-device copy (the CUDA host path never syncs)
+        return self.add(torch.full((1,), float(v), dtype=self.dtype, device=self.device))
 
     def tensor(self) -> torch.Tensor:
         if not self.chunks:

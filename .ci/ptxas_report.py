@@ -1,0 +1,43 @@
+"""Reads `nvcc -Xptxas -v` output on stdin; prints registers / stack / spills / shared memory per kernel and arch;
+exits 1 when a hot kernel (the fused sampler's paths, the update op) spills to local memory."""
+import re
+import subprocess
+import sys
+
+HOT = ("latent_staged_kernel", "latent_resident_kernel", "latent_cluster_kernel", "update_kernel")
+rows, cur = [], None
+for line in sys.stdin:
+    m = re.search(r"Compiling entry function '([^']+)' for '(sm_\d+a?)'", line)
+    if m:
+        cur = {"mangled": m.group(1), "arch": m.group(2), "regs": "?", "stack": 0, "spill_st": 0, "spill_ld": 0,
+               "smem": 0}
+        rows.append(cur)
+        continue
+    if cur is None:
+        continue
+    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+    if m:
+        cur["stack"], cur["spill_st"], cur["spill_ld"] = map(int, m.groups())
+    m = re.search(r"Used (\d+) registers", line)
+    if m:
+        cur["regs"] = int(m.group(1))
+        m = re.search(r"(\d+) bytes smem", line)
+        cur["smem"] = int(m.group(1)) if m else 0
+try:
+    names = subprocess.run(["c++filt"], input="\n".join(r["mangled"] for r in rows), capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+except (OSError, subprocess.CalledProcessError):
+    names = [r["mangled"] for r in rows]
+bad = []
+print(f"{'kernel':70s} {'arch':6s} {'regs':>5s} {'stack':>6s} {'spill st':>9s} {'spill ld':>9s} {'static smem':>11s}")
+for r, n in zip(rows, names):
+    n = re.sub(r"^void |hebm::cuda::|\(anonymous namespace\)::|hebm::core::", "", n)
+    n = n.split("(")[0]
+    print(f"{n[:70]:70s} {r['arch']:6s} {r['regs']:>5} {r['stack']:>6} {r['spill_st']:>9} {r['spill_ld']:>9} {r['smem']:>11}")
+    if any(h in r["mangled"] for h in HOT) and (r["spill_st"] or r["spill_ld"]):
+        bad.append(f"{n} ({r['arch']}): {r['spill_st']} bytes spill stores, {r['spill_ld']} bytes spill loads")
+if not rows:
+    sys.exit("ptxas printed no kernel: was -Xptxas -v passed?")
+if bad:
+    sys.exit("hot kernels spill to local memory:\n  " + "\n  ".join(bad))
+print(f"{len(rows)} kernel builds, no spills in the hot kernels")

@@ -1,0 +1,123 @@
+// Which path of the CUDA latent sampler runs a call, from B, the program's size and the device's properties.
+// Host code, shared by the CUDA launcher (real device properties) and the CPU emulation (an H200's by default), so
+// the tests see the decisions the GPU will make.
+//   PATH_RESIDENT (v2): every weight of the program resident in one block's shared memory, 1-4 chains per block.
+//   PATH_CLUSTER  (v2): the same with each layer's rows split over a 2-block cluster (sm_90 and newer).
+//   PATH_STAGED   (v1): weights staged per layer in chunks; taken only when neither v2 path fits, with the reason.
+#pragma once
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "block_sampler.h"
+#include "warp_linear.h"
+
+namespace hebm {
+namespace core {
+
+enum LatentPath : int { PATH_STAGED = 0, PATH_RESIDENT = 1, PATH_CLUSTER = 2 };
+
+struct DeviceProps {
+  int sms;          // multiprocessors
+  int smem_optin;   // bytes of shared memory one block may opt in to
+  int cc_major;     // compute capability (clusters from 9)
+};
+
+inline DeviceProps h200_props() { return DeviceProps{132, 232448, 9}; }
+
+struct LaunchPlan {
+  int path;
+  int tile;        // chains per block (per cluster on PATH_CLUSTER)
+  int cluster;     // blocks per cluster
+  int threads;     // per block
+  int64_t tiles;   // tiles of chains (grid = tiles * cluster blocks)
+  BlockLayout lay;
+  int64_t smem_bytes;
+  char why[320];   // PATH_STAGED: why the v2 paths do not take the program
+};
+
+constexpr int kWarpThreads = 256;   // 8 warps: rows of a 200-wide layer are 25 per warp
+constexpr int kStagedThreads = 256;
+
+// The weights a v2 path keeps resident (elements, with the row padding), over `cluster` blocks.
+inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster) {
+  const BlockLayout L = block_layout(p, 1, 0, true, cluster);
+  const BlockLayout S = block_layout(p, 1, 0, false, cluster);
+  return int64_t(L.total - S.total);
+}
+
+// path_request: -1 choose, else the path to take (the emulation tests force each one); tile_request: 0 choose.
+inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps& d, int elem, int path_request = -1,
+                              int tile_request = 0) {
+  LaunchPlan P;
+  P.why[0] = 0;
+  P.threads = kWarpThreads;
+  const int64_t budget = d.smem_optin;
+  auto want = [&](int blocks_per_tile) {
+    // chains per block so that one wave of tiles covers B: the latency path keeps every chain on its own SM
+    const int64_t tiles_per_wave = d.sms / blocks_per_tile > 0 ? d.sms / blocks_per_tile : 1;
+    int64_t c = (B + tiles_per_wave - 1) / tiles_per_wave;
+    c = c < 1 ? 1 : (c > kWarpMaxChains ? kWarpMaxChains : c);
+    return tile_request > 0 ? tile_request : int(c);
+  };
+  auto make = [&](int path, int c, int cs) {
+    P.path = path;
+    P.tile = c;
+    P.cluster = cs;
+    P.lay = block_layout(p, c, 0, true, cs);
+    P.tiles = (B + c - 1) / c;
+    P.smem_bytes = int64_t(P.lay.total) * elem;
+    return P.smem_bytes <= budget;
+  };
+  // v2 on one block, then on a 2-block cluster: the most chains per block (up to one wave's need) that fit;
+  // a forced path (the emulation's tests) takes the requested tile whatever the budget.
+  if (path_request == PATH_RESIDENT || path_request == PATH_CLUSTER) {
+    const int cs = path_request == PATH_CLUSTER ? 2 : 1;
+    make(path_request, want(cs), cs);
+    return P;
+  }
+  if (path_request < 0) {
+    for (int c = want(1); c >= 1; --c) {
+      if (make(PATH_RESIDENT, c, 1)) return P;
+      if (tile_request > 0) break;
+    }
+    if (d.cc_major >= 9)
+      for (int c = want(2); c >= 1; --c) {
+        if (make(PATH_CLUSTER, c, 2)) return P;
+        if (tile_request > 0) break;
+      }
+  }
+  // v1
+  const int64_t w1 = resident_weight_elems(p, 1) * elem, w2 = resident_weight_elems(p, 2) * elem;
+  if (d.cc_major >= 9)
+    snprintf(P.why, sizeof(P.why),
+             "the program's weights (%lld KB fp32 resident, %lld KB per block of a 2-block cluster, plus the chains' "
+             "state) do not fit in the %d KB of shared memory a block may use; the streamed v2 variant is not built "
+             "yet",
+             (long long)(w1 / 1024), (long long)(w2 / 1024), budget / 1024 > 0 ? int(budget / 1024) : 0);
+  else
+    snprintf(P.why, sizeof(P.why),
+             "the program's weights (%lld KB fp32 resident, plus the chains' state) do not fit in the %d KB of shared "
+             "memory a block may use, and this device (compute capability %d) has no thread-block clusters",
+             (long long)(w1 / 1024), int(budget / 1024), d.cc_major);
+  P.path = PATH_STAGED;
+  P.cluster = 1;
+  P.threads = kStagedThreads;
+  const int per_chain = block_elems_per_chain(p);
+  const int max_elems = int(budget / elem);
+  int stage_rows = kBlockMaxJC;
+  int stage = block_stage_elems(p, stage_rows);
+  while (stage_rows > 4 && stage + per_chain > max_elems) stage = block_stage_elems(p, stage_rows /= 2);
+  const int fit = (max_elems - stage - 64) / (per_chain + 16);
+  int tile = tile_request > 0 ? tile_request : int((B + d.sms - 1) / d.sms);
+  tile = tile < 1 ? 1 : (tile > kBlockMaxTile ? kBlockMaxTile : tile);
+  if (tile_request <= 0) tile = tile > fit ? fit : tile;
+  P.tile = tile < 1 ? 0 : tile;  // 0: not even one chain fits (the launcher reports it)
+  P.lay = block_layout(p, P.tile > 0 ? P.tile : 1, stage, false, 1);
+  P.tiles = P.tile > 0 ? (B + P.tile - 1) / P.tile : 0;
+  P.smem_bytes = int64_t(P.lay.total) * elem;
+  return P;
+}
+
+}  // namespace core
+}  // namespace hebm

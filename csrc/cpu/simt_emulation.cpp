@@ -1,0 +1,410 @@
+// Fibers and the lane scheduler of the SIMT emulation (simt_emulation.h describes the semantics).
+#include "cpu/simt_emulation.h"
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+#if defined(__x86_64__) && (defined(__linux__) || defined(__APPLE__))
+#define HEBM_EMU_ASM_SWITCH 1
+#else
+#define HEBM_EMU_ASM_SWITCH 0
+#include <ucontext.h>
+#endif
+
+namespace hebm {
+namespace emu {
+
+namespace {
+
+constexpr size_t kStack = 256 * 1024;  // per fiber; the kernels keep only small register arrays on the stack
+
+struct Abort {};  // unwinds a fiber after Cluster::fail recorded the diagnosis
+
+}  // namespace
+
+#if HEBM_EMU_ASM_SWITCH
+// A minimal context switch (the callee-saved registers of the System V ABI, MXCSR and the x87 control word): the
+// emulation switches fibers at every shuffle, so this is its inner loop (ucontext would add a system call).
+extern "C" void hebm_emu_switch(void** save_sp, void* to_sp);
+extern "C" void hebm_emu_trampoline();
+#if defined(__APPLE__)
+#define HEBM_SYM(x) "_" #x
+#else
+#define HEBM_SYM(x) #x
+#endif
+asm(".text\n"
+    ".p2align 4\n"
+    ".globl " HEBM_SYM(hebm_emu_switch) "\n" HEBM_SYM(hebm_emu_switch) ":\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  subq $16, %rsp\n  stmxcsr 8(%rsp)\n  fnstcw (%rsp)\n"
+    "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
+    "  ldmxcsr 8(%rsp)\n  fldcw (%rsp)\n  addq $16, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n  ret\n"
+    ".p2align 4\n"
+    ".globl " HEBM_SYM(hebm_emu_trampoline) "\n" HEBM_SYM(hebm_emu_trampoline) ":\n"
+    "  movq %r12, %rdi\n  movq %r13, %rsi\n  callq *%r14\n  ud2\n");
+
+namespace {
+extern "C" void hebm_emu_entry(Cluster* c, Thread* t) { fiber_main(c, t); }
+
+void* fresh_context(char* stack, Cluster* c, Thread* t) {
+  uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + kStack - 64) & ~uintptr_t(15);
+  uint64_t* sp = reinterpret_cast<uint64_t*>(top - 72);  // after the switch's ret, rsp = top (16-byte aligned)
+  uint32_t mxcsr;
+  uint16_t fpcw;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fpcw));
+  sp[0] = fpcw;
+  sp[1] = mxcsr;
+  sp[2] = 0;                                              // r15
+  sp[3] = reinterpret_cast<uint64_t>(&hebm_emu_entry);    // r14: the function
+  sp[4] = reinterpret_cast<uint64_t>(t);                  // r13: second argument
+  sp[5] = reinterpret_cast<uint64_t>(c);                  // r12: first argument
+  sp[6] = 0;                                              // rbx
+  sp[7] = 0;                                              // rbp
+  sp[8] = reinterpret_cast<uint64_t>(&hebm_emu_trampoline);
+  return sp;
+}
+void switch_to(void** save, void* to) { hebm_emu_switch(save, to); }
+}  // namespace
+#else
+namespace {
+struct UC {
+  ucontext_t uc;
+};
+thread_local Cluster* g_start_c;
+thread_local Thread* g_start_t;
+void uc_entry() { fiber_main(g_start_c, g_start_t); }
+void* fresh_context(char* stack, Cluster* c, Thread* t) {
+  UC* u = new UC;
+  getcontext(&u->uc);
+  u->uc.uc_stack.ss_sp = stack;
+  u->uc.uc_stack.ss_size = kStack;
+  u->uc.uc_link = nullptr;
+  makecontext(&u->uc, uc_entry, 0);
+  (void)c;
+  (void)t;
+  return u;
+}
+void switch_to(void** save, void* to) {
+  if (!*save) *save = new UC;
+  UC* from = static_cast<UC*>(*save);
+  swapcontext(&from->uc, &static_cast<UC*>(to)->uc);
+}
+#endif
+
+void fiber_main(Cluster* c, Thread* t) {
+  try {
+    EmuCtx ctx(c, t);
+    (*c->body_)(ctx);
+  } catch (const Abort&) {
+  } catch (const std::exception& e) {
+    if (c->error_.empty()) c->error_ = e.what();
+  } catch (...) {
+    if (c->error_.empty()) c->error_ = "unknown exception in the emulated kernel";
+  }
+  t->state = Thread::DONE;
+  switch_to(&t->fiber, c->sched_);
+  abort();  // a finished fiber is never resumed
+}
+
+Cluster::Cluster(int nblocks, int nthreads, size_t smem_bytes, bool banks)
+    : nblocks_(nblocks), nthreads_(nthreads), smem_bytes_(smem_bytes), banks_(banks) {
+  if (nblocks < 1 || nblocks > 8) throw std::invalid_argument("emulation: cluster size must be in [1, 8]");
+  if (nthreads < 32 || nthreads > 1024 || nthreads % 32)
+    throw std::invalid_argument("emulation: threads per block must be a multiple of 32 in [32, 1024]");
+  for (int b = 0; b < nblocks; ++b) smem_.emplace_back((smem_bytes + 64 + 63) / 64 * 64 + 64);
+  threads_.resize(size_t(nblocks) * nthreads);
+  values_.resize(threads_.size() * 2);
+  for (size_t i = 0; i < threads_.size(); ++i) stacks_.emplace_back(new char[kStack]);
+  accesses_.resize(size_t(nblocks) * (nthreads / 32));
+}
+
+Cluster::~Cluster() {
+#if !HEBM_EMU_ASM_SWITCH
+  for (auto& t : threads_) delete static_cast<UC*>(t.fiber);
+  delete static_cast<UC*>(sched_);
+#endif
+}
+
+// The block's buffer, 64-byte aligned inside its vector.
+static char* aligned(std::vector<char>& v) {
+  return reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t(63));
+}
+
+char* Cluster::smem(int b) { return aligned(smem_[b]); }
+
+void Cluster::run(const std::function<void(EmuCtx&)>& body, int64_t index) {
+  body_ = &body;
+  index_ = index;
+  error_.clear();
+  for (int b = 0; b < nblocks_; ++b) memset(aligned(smem_[b]), 0, smem_bytes_);
+  for (int b = 0; b < nblocks_; ++b)
+    for (int i = 0; i < nthreads_; ++i) {
+      Thread& t = threads_[size_t(b) * nthreads_ + i];
+#if !HEBM_EMU_ASM_SWITCH
+      delete static_cast<UC*>(t.fiber);
+#endif
+      t = Thread();
+      t.cl = this;
+      t.block = b;
+      t.tid = i;
+      t.lane = i % 32;
+      t.warp = i / 32;
+      t.fiber = fresh_context(stacks_[size_t(b) * nthreads_ + i].get(), this, &t);
+    }
+  for (auto& a : accesses_) a.clear();
+  const int nw = nthreads_ / 32;
+  for (;;) {
+    bool ran_any = false;
+    for (int b = 0; b < nblocks_; ++b)
+      for (int w = 0; w < nw; ++w) {
+        for (;;) {
+          bool ran = false;
+          for (int l = 0; l < 32; ++l) {
+            Thread* t = &threads_[size_t(b) * nthreads_ + w * 32 + l];
+            if (t->state != Thread::READY) continue;
+            current_ = t;
+            switch_to(&sched_, t->fiber);
+            current_ = nullptr;
+            if (!error_.empty()) throw std::runtime_error(error_);
+            ran = true;
+          }
+          if (!ran) break;
+          ran_any = true;
+          if (banks_) bank_epoch(b, w);
+          settle_warp(b, w);
+          if (threads_[size_t(b) * nthreads_ + w * 32].state != Thread::READY) break;
+        }
+      }
+    const bool released = release_barriers();
+    bool done = true;
+    for (const Thread& t : threads_) done = done && t.state == Thread::DONE;
+    if (done) break;
+    if (!ran_any && !released)
+      throw std::runtime_error("emulation: deadlock (a barrier that cannot complete): " + describe());
+  }
+  body_ = nullptr;
+}
+
+void Cluster::yield(Thread* t) { switch_to(&t->fiber, sched_); }
+
+void Cluster::fail(const Thread* t, const std::string& msg) {
+  std::ostringstream s;
+  s << "emulation: block " << (index_ * nblocks_ + t->block) << " thread " << t->tid << " (warp " << t->warp
+    << ", lane " << t->lane << "): " << msg;
+  if (error_.empty()) error_ = s.str();
+  throw Abort();
+}
+
+// All lanes of a warp stopped: when they stopped at a warp collective, they must all be at the same one.
+void Cluster::settle_warp(int b, int w) {
+  Thread* lanes = &threads_[size_t(b) * nthreads_ + w * 32];
+  int at = 0;
+  for (int l = 0; l < 32; ++l) at += lanes[l].state == Thread::AT_WARP;
+  if (at == 0) return;
+  for (int l = 0; l < 32; ++l) {
+    const Thread& t = lanes[l];
+    if (t.state != Thread::AT_WARP || t.coll_kind != lanes[0].coll_kind || t.coll_count != lanes[0].coll_count) {
+      std::ostringstream s;
+      s << "emulation: warp divergence in block " << (index_ * nblocks_ + b) << " warp " << w << ": lane 0 waits at "
+        << "warp collective #" << lanes[0].coll_count << " (kind " << lanes[0].coll_kind << "), lane " << l
+        << (t.state == Thread::DONE ? " has exited"
+            : t.state == Thread::AT_WARP ? " waits at a different warp collective"
+                                         : " waits at a barrier")
+        << " (a full-mask shuffle needs all 32 lanes at the same instruction)";
+      throw std::runtime_error(s.str());
+    }
+  }
+  for (int l = 0; l < 32; ++l) lanes[l].state = Thread::READY;
+  ++stats_.warp_collectives;
+}
+
+uint64_t Cluster::warp_collective(Thread* t, int kind, int arg, uint64_t value) {
+  const int64_t n = t->coll_count++;
+  t->coll_kind = kind;
+  t->coll_arg = arg;
+  t->state = Thread::AT_WARP;
+  // two slots by parity: a lane that runs ahead to the next collective writes the other slot before the lanes
+  // still reading this one are resumed
+  values_[(size_t(t->block) * nthreads_ + t->tid) * 2 + (n & 1)] = value;
+  yield(t);
+  if (kind == EmuCtx::kSyncWarp) return 0;
+  int src = t->lane;
+  switch (kind) {
+    case EmuCtx::kXor: src = t->lane ^ arg; break;
+    case EmuCtx::kDown: src = t->lane + arg; break;
+    case EmuCtx::kUp: src = t->lane - arg; break;
+    case EmuCtx::kIdx: src = ((arg % 32) + 32) % 32; break;
+  }
+  if (src < 0 || src > 31) src = t->lane;  // outside the warp: the lane's own value (programming guide, width 32)
+  return values_[(size_t(t->block) * nthreads_ + t->warp * 32 + src) * 2 + (n & 1)];
+}
+
+void Cluster::block_barrier(Thread* t) {
+  t->state = Thread::AT_BAR;
+  yield(t);
+}
+
+void Cluster::named_barrier(Thread* t, int id, int n) {
+  if (id < 1 || id > 15) fail(t, "named barrier id must be in [1, 15] (0 is the block barrier), got " + std::to_string(id));
+  if (n < 32 || n % 32 || n > nthreads_)
+    fail(t, "named barrier thread count must be a multiple of 32 in [32, " + std::to_string(nthreads_) + "], got " +
+                std::to_string(n));
+  t->state = Thread::AT_NAMED;
+  t->named_id = id;
+  t->named_n = n;
+  yield(t);
+}
+
+void Cluster::cluster_barrier(Thread* t) {
+  t->state = Thread::AT_CLUSTER;
+  yield(t);
+}
+
+bool Cluster::release_barriers() {
+  bool any = false;
+  // cluster barrier: every thread of every block
+  bool all = true;
+  for (const Thread& t : threads_) all = all && t.state == Thread::AT_CLUSTER;
+  if (all) {
+    for (Thread& t : threads_) t.state = Thread::READY;
+    ++stats_.cluster_barriers;
+    return true;
+  }
+  for (int b = 0; b < nblocks_; ++b) {
+    Thread* bt = &threads_[size_t(b) * nthreads_];
+    bool full = true;
+    for (int i = 0; i < nthreads_; ++i) full = full && bt[i].state == Thread::AT_BAR;
+    if (full) {
+      for (int i = 0; i < nthreads_; ++i) bt[i].state = Thread::READY;
+      ++stats_.block_barriers;
+      any = true;
+    }
+    for (int id = 1; id <= 15; ++id) {
+      int count = 0, n = 0;
+      for (int i = 0; i < nthreads_; ++i)
+        if (bt[i].state == Thread::AT_NAMED && bt[i].named_id == id) {
+          ++count;
+          if (n && bt[i].named_n != n)
+            throw std::runtime_error("emulation: threads arrive at named barrier " + std::to_string(id) +
+                                     " with different thread counts");
+          n = bt[i].named_n;
+        }
+      if (count && count == n) {
+        for (int i = 0; i < nthreads_; ++i)
+          if (bt[i].state == Thread::AT_NAMED && bt[i].named_id == id) bt[i].state = Thread::READY;
+        ++stats_.named_barriers;
+        any = true;
+      } else if (count > n) {
+        throw std::runtime_error("emulation: more threads than its count (" + std::to_string(n) +
+                                 ") arrived at named barrier " + std::to_string(id));
+      }
+    }
+  }
+  return any;
+}
+
+std::string Cluster::describe() const {
+  std::ostringstream s;
+  const char* names[] = {"ready", "at a warp collective", "at sync()", "at a named barrier", "at cluster_sync()",
+                         "exited"};
+  for (int b = 0; b < nblocks_; ++b) {
+    int count[6] = {0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < nthreads_; ++i) ++count[threads_[size_t(b) * nthreads_ + i].state];
+    s << "block " << (index_ * nblocks_ + b) << ":";
+    for (int k = 0; k < 6; ++k)
+      if (count[k]) s << " " << count[k] << " " << names[k];
+    s << ";";
+  }
+  return s.str();
+}
+
+void Cluster::check(const Thread* t, const void* p, size_t bytes, size_t align, const char* what) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  for (int b = 0; b < nblocks_; ++b) {
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(aligned(smem_[b]));
+    if (a >= lo && a < lo + smem_bytes_ + 64) {
+      if (a + bytes > lo + smem_bytes_) {
+        std::ostringstream s;
+        s << "shared-memory " << what << " out of bounds: bytes [" << (a - lo) << ", " << (a - lo + bytes)
+          << ") of block rank " << b << "'s " << smem_bytes_ << " bytes";
+        fail(t, s.str());
+      }
+      if (a % align) {
+        std::ostringstream s;
+        s << "misaligned shared-memory " << what << " of " << bytes << " bytes at byte " << (a - lo)
+          << " (needs " << align << "-byte alignment)";
+        fail(t, s.str());
+      }
+      return;
+    }
+  }
+  fail(t, std::string("shared-memory ") + what + " outside every block's shared memory (a global or stray pointer)");
+}
+
+void* Cluster::resolve(const Thread* t, void* p, int rank) {
+  if (rank < 0 || rank >= nblocks_)
+    fail(t, "map_rank: cluster rank " + std::to_string(rank) + " outside [0, " + std::to_string(nblocks_) + ")");
+  char* own = aligned(smem_[t->block]);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p), lo = reinterpret_cast<uintptr_t>(own);
+  if (a < lo || a > lo + smem_bytes_) fail(t, "map_rank: the pointer is not in this block's shared memory");
+  return aligned(smem_[rank]) + (a - lo);
+}
+
+void Cluster::record(Thread* t, const void* p, int bytes, uintptr_t site) {
+  if (!banks_) return;
+  const int occ = t->site_count[site]++;
+  Access& a = accesses_[size_t(t->block) * (nthreads_ / 32) + t->warp][{site, occ}];
+  a.bytes = bytes;
+  a.mask |= 1u << t->lane;
+  // bank of the byte address inside whichever block's buffer holds it
+  uintptr_t off = reinterpret_cast<uintptr_t>(p);
+  for (int b = 0; b < nblocks_; ++b) {
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(aligned(smem_[b]));
+    if (off >= lo && off < lo + smem_bytes_) {
+      off -= lo;
+      break;
+    }
+  }
+  a.addr[t->lane] = off;
+}
+
+// Replays the warp's access instructions of the epoch that just ended against 32 banks of 4 bytes.
+void Cluster::bank_epoch(int b, int w) {
+  auto& acc = accesses_[size_t(b) * (nthreads_ / 32) + w];
+  for (auto& kv : acc) {
+    const Access& a = kv.second;
+    const int per_phase = std::max(1, 128 / a.bytes);
+    int64_t wf = 0, ideal = 0;
+    for (int l0 = 0; l0 < 32; l0 += per_phase) {
+      std::set<uintptr_t> words[32];
+      bool active = false;
+      for (int l = l0; l < l0 + per_phase && l < 32; ++l) {
+        if (!(a.mask >> l & 1u)) continue;
+        active = true;
+        for (int q = 0; q < (a.bytes + 3) / 4; ++q) {
+          const uintptr_t word = a.addr[l] / 4 + q;
+          words[word % 32].insert(word);
+        }
+      }
+      if (!active) continue;
+      size_t m = 1;
+      for (auto& s : words) m = std::max(m, s.size());
+      wf += int64_t(m);
+      ideal += 1;
+    }
+    ++stats_.smem_instructions;
+    stats_.wavefronts += wf;
+    stats_.ideal_wavefronts += ideal;
+    stats_.conflicted += wf > ideal;
+  }
+  acc.clear();
+  for (int l = 0; l < 32; ++l) threads_[size_t(b) * nthreads_ + w * 32 + l].site_count.clear();
+}
+
+}  // namespace emu
+}  // namespace hebm

@@ -1,0 +1,206 @@
+// The CPU emulation of the SIMT primitive layer (csrc/core/simt.h): every thread of a thread-block cluster runs as a
+// fiber (its own stack) on one OS thread, and the scheduler switches lanes only where the CUDA programming guide
+// puts a collective:
+//   - a warp shuffle (full mask, width 32) or __syncwarp completes when all 32 lanes of the warp reached the SAME
+//     collective (the k-th of each lane); each lane deposits its value, then reads its source lane's. Lanes at
+//     different collectives, or exited lanes, are reported as warp divergence (undefined behaviour on the GPU).
+//   - sync() (bar.sync 0) completes when every thread of the block arrived; named_sync(id, n) when n threads
+//     arrived at barrier id; cluster_sync() when every thread of every block of the cluster arrived. A barrier that
+//     can never complete (a thread exited, or waits elsewhere) is reported as a deadlock.
+//   - shared memory: each block owns a buffer; sh()/ld4()/st4() check that the address lies in the block's (or, via
+//     map_rank, a cluster peer's) buffer and is aligned; in bank mode every warp access instruction (matched by
+//     call site and per-lane occurrence between two collectives) is replayed against 32 banks of 4 bytes:
+//     wavefronts = sum over 128-byte phases of the largest number of distinct words one bank serves.
+// Between two collectives a lane runs alone, so a missing barrier lets a lane read what its block has not written
+// yet, exactly the bug the barrier prevents on the GPU: the tests see it as a wrong result.
+#pragma once
+
+#include <stdint.h>
+#include <string.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/simt.h"
+
+namespace hebm {
+namespace emu {
+
+struct Stats {
+  int64_t block_barriers = 0;    // sync() completions, summed over blocks
+  int64_t cluster_barriers = 0;  // cluster_sync() completions, summed over clusters
+  int64_t named_barriers = 0;
+  int64_t warp_collectives = 0;  // shuffles and syncwarps, per warp
+  int64_t smem_instructions = 0; // warp-wide shared-memory access instructions (bank mode)
+  int64_t wavefronts = 0;        // their wavefronts
+  int64_t ideal_wavefronts = 0;  // their wavefronts without bank conflicts
+  int64_t conflicted = 0;        // instructions with at least one conflict
+  void add(const Stats& o) {
+    block_barriers += o.block_barriers;
+    cluster_barriers += o.cluster_barriers;
+    named_barriers += o.named_barriers;
+    warp_collectives += o.warp_collectives;
+    smem_instructions += o.smem_instructions;
+    wavefronts += o.wavefronts;
+    ideal_wavefronts += o.ideal_wavefronts;
+    conflicted += o.conflicted;
+  }
+};
+
+class Cluster;
+
+// One emulated thread.
+struct Thread {
+  enum State { READY, AT_WARP, AT_BAR, AT_NAMED, AT_CLUSTER, DONE };
+  Cluster* cl = nullptr;
+  int block = 0, tid = 0, lane = 0, warp = 0;
+  State state = READY;
+  int coll_kind = 0, coll_arg = 0;  // the warp collective waited at
+  int64_t coll_count = 0;           // warp collectives executed
+  int named_id = 0, named_n = 0;
+  uint64_t value = 0;               // shuffle operand
+  void* fiber = nullptr;            // saved context
+  std::unordered_map<uintptr_t, int> site_count;  // bank mode: occurrences of each access site in this epoch
+};
+
+class Cluster {
+ public:
+  // `body(ctx)` is the kernel, run by every thread of `nblocks` blocks of `nthreads` threads, each block with
+  // `smem_bytes` of shared memory (zero-filled).
+  Cluster(int nblocks, int nthreads, size_t smem_bytes, bool banks);
+  ~Cluster();
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+  // Runs the kernel once for cluster index `index` (blocks index*nblocks ... ); throws std::runtime_error with the
+  // emulation's diagnosis (divergence, deadlock, out-of-bounds shared memory) or the kernel's own exception.
+  void run(const std::function<void(class EmuCtx&)>& body, int64_t index);
+
+  const Stats& stats() const { return stats_; }
+  int nblocks() const { return nblocks_; }
+  int nthreads() const { return nthreads_; }
+  int64_t index() const { return index_; }
+  char* smem(int b);  // block b's shared memory (64-byte aligned)
+
+  // Called by EmuCtx (on the calling fiber).
+  uint64_t warp_collective(Thread* t, int kind, int arg, uint64_t value);
+  void block_barrier(Thread* t);
+  void named_barrier(Thread* t, int id, int n);
+  void cluster_barrier(Thread* t);
+  void check(const Thread* t, const void* p, size_t bytes, size_t align, const char* what);
+  void record(Thread* t, const void* p, int bytes, uintptr_t site);
+  [[noreturn]] void fail(const Thread* t, const std::string& msg);
+  void* resolve(const Thread* t, void* p, int rank);
+
+ private:
+  struct Access {
+    int bytes = 0;
+    uint32_t mask = 0;
+    uintptr_t addr[32];
+  };
+  void yield(Thread* t);
+  void settle_warp(int block, int warp);
+  void bank_epoch(int block, int warp);
+  bool release_barriers();
+  std::string describe() const;
+
+  int nblocks_, nthreads_;
+  size_t smem_bytes_;
+  bool banks_;
+  int64_t index_ = 0;
+  std::vector<std::vector<char>> smem_;
+  std::vector<Thread> threads_;
+  std::vector<uint64_t> values_;  // shuffle operands, two slots (by collective parity) per thread
+  std::vector<std::unique_ptr<char[]>> stacks_;
+  void* sched_ = nullptr;  // the scheduler's saved context
+  Thread* current_ = nullptr;
+  const std::function<void(EmuCtx&)>* body_ = nullptr;
+  std::string error_;
+  Stats stats_;
+  std::vector<std::map<std::pair<uintptr_t, int>, Access>> accesses_;  // per warp (bank mode)
+  friend void fiber_main(Cluster* c, Thread* t);
+};
+
+void fiber_main(Cluster* c, Thread* t);
+
+// The emulated execution context: the primitive layer's interface (csrc/core/simt.h) over Cluster.
+class EmuCtx {
+ public:
+  EmuCtx(Cluster* c, Thread* t) : c_(c), t_(t) {}
+  int tid() const { return t_->tid; }
+  int nthreads() const { return c_->nthreads(); }
+  int lane() const { return t_->lane; }
+  int warp() const { return t_->warp; }
+  int nwarps() const { return c_->nthreads() / 32; }
+  void sync() const { c_->block_barrier(t_); }
+  void named_sync(int id, int n) const { c_->named_barrier(t_, id, n); }
+  void syncwarp() const { c_->warp_collective(t_, kSyncWarp, 0, 0); }
+  template <typename T>
+  T shfl_xor(T v, int m) const { return shfl(v, kXor, m); }
+  template <typename T>
+  T shfl_down(T v, int d) const { return shfl(v, kDown, d); }
+  template <typename T>
+  T shfl_up(T v, int d) const { return shfl(v, kUp, d); }
+  template <typename T>
+  T shfl_idx(T v, int src) const { return shfl(v, kIdx, src); }
+  int cluster_rank() const { return t_->block; }
+  int cluster_size() const { return c_->nblocks(); }
+  void cluster_sync() const { c_->cluster_barrier(t_); }
+  template <typename T>
+  T* map_rank(T* p, int r) const {
+    return static_cast<T*>(c_->resolve(t_, const_cast<void*>(static_cast<const void*>(p)), r));
+  }
+  // The cluster's index in the grid (the emulation's blockIdx.x / cluster size).
+  int64_t cluster_index() const { return c_->index(); }
+
+  template <typename T>
+  __attribute__((noinline)) T& sh(T* p) const {
+    c_->check(t_, p, sizeof(T), alignof(T), "access");
+    c_->record(t_, p, int(sizeof(T)), reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+    return *p;
+  }
+  template <typename T>
+  __attribute__((noinline)) const T& sh(const T* p) const {
+    c_->check(t_, p, sizeof(T), alignof(T), "access");
+    c_->record(t_, p, int(sizeof(T)), reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+    return *p;
+  }
+  template <typename T>
+  __attribute__((noinline)) core::Vec4<T> ld4(const T* p) const {
+    c_->check(t_, p, 4 * sizeof(T), 4 * sizeof(T), "vector load");
+    c_->record(t_, p, int(4 * sizeof(T)), reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+    core::Vec4<T> v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  template <typename T>
+  __attribute__((noinline)) void st4(T* p, const core::Vec4<T>& v) const {
+    c_->check(t_, p, 4 * sizeof(T), 4 * sizeof(T), "vector store");
+    c_->record(t_, p, int(4 * sizeof(T)), reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+    memcpy(p, &v, sizeof(v));
+  }
+
+  enum { kSyncWarp = 1, kXor = 2, kDown = 3, kUp = 4, kIdx = 5 };
+
+ private:
+  template <typename T>
+  T shfl(T v, int kind, int arg) const {
+    static_assert(sizeof(T) <= 8, "shuffles move 4- or 8-byte values");
+    uint64_t bits = 0;
+    memcpy(&bits, &v, sizeof(T));
+    bits = c_->warp_collective(t_, kind, arg, bits);
+    T r;
+    memcpy(&r, &bits, sizeof(T));
+    return r;
+  }
+  Cluster* c_;
+  Thread* t_;
+};
+
+}  // namespace emu
+}  // namespace hebm

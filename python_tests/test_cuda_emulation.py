@@ -1,0 +1,256 @@
+"""The CUDA kernels' paths executed lane by lane on the CPU (hebm::_latent_langevin_emulation, csrc/cpu/
+simt_emulation.h): every thread of a block (and of a 2-block cluster) runs as a fiber with the GPU's shuffle,
+barrier and distributed-shared-memory semantics and bounds-checked shared memory. Each path (v1 staged, v2
+resident, v2 cluster) is compared with the eager reference on the same explicit noise, with the CPU kernel on the
+same Philox seed, and statistically; test_cuda.py runs the real kernels where there is a GPU."""
+import math
+
+import pytest
+import torch
+
+import hebm_ext as H
+from hebm_ext import _C
+from hebm_ext.sampling import program as P
+from helpers import deep_ladder_prior, joint_prior, lebm_prior, multi_head_prior, sharpen
+
+PATHS = ["staged", "resident", "cluster"]
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+STAT = ["path", "tile", "cluster", "threads", "smem_bytes", "block_barriers", "cluster_barriers", "named_barriers",
+        "warp_collectives", "smem_instructions", "wavefronts", "ideal_wavefronts", "conflicted"]
+
+
+def emulate(prior, y0, schedule, path, *, noise=None, cond=None, timesteps=None, seed=None, trace=False,
+            threads=64, tile=0, stage_rows=0, banks=False, device=()):
+    params, program = P.build_program(prior, y0.dtype, y0.device)
+    empty = y0.new_empty(0)
+    rng = torch.tensor([seed or 0, 0], dtype=torch.int64)
+    ts = timesteps if timesteps is not None else torch.empty(0, dtype=torch.int64)
+    out, tr, st = torch.ops.hebm._latent_langevin_emulation(
+        y0, cond if cond is not None else empty, params, program, schedule.coefficients(), list(schedule.K), ts,
+        noise if noise is not None else empty, rng, trace, path, threads, tile, stage_rows, banks, list(device))
+    return out, tr, dict(zip(STAT, st.tolist()))
+
+
+def tiles_for(path):
+    return [3] if path == "staged" else [1, 4]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("path", PATHS)
+def test_gaussian_base_lebm_shape(path, dtype):
+    """LEBM's head (in -> hidden -> hidden -> 1, Gaussian base), a partial last tile."""
+    prior = lebm_prior("lrelu", dtype, in_dim=40, hidden=72, depth=2)
+    sch = H.LangevinSchedule.lebm(steps=6)
+    y0 = torch.randn(7, 40, dtype=dtype)
+    noise = torch.randn(6, 7, 40, dtype=dtype)
+    ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+    for tile in tiles_for(path):
+        out, _, st = emulate(prior, y0, sch, path, noise=noise, tile=tile)
+        assert st["path"] == PATHS.index(path) and st["tile"] == tile
+        assert (out - ref).abs().max() < TOL[dtype], (path, tile)
+    flat = H.sample_prior(H.LatentEBMPrior([40], []).to(dtype), y0, sch, noise=noise, backend="reference")
+    assert (flat - ref).abs().max() > 0.05  # the energy matters
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_heads_activations_wide_inputs(path):
+    """Five heads (every activation, a linear head, an 'all' head) over three layers; a 300-wide input (more than
+    the 256 inputs a lane pass holds in registers) and hidden widths that are not multiples of 4 or 32."""
+    prior = multi_head_prior(torch.float64)
+    sch = H.LangevinSchedule.lebm(steps=4, step_size=0.3)
+    y0 = torch.randn(5, 48, dtype=torch.float64)
+    noise = torch.randn(4, 5, 48, dtype=torch.float64)
+    ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+    for tile in tiles_for(path):
+        out, _, _ = emulate(prior, y0, sch, path, noise=noise, tile=tile, threads=96)
+        assert (out - ref).abs().max() < 1e-10, (path, tile)
+    wide = lebm_prior("gelu", torch.float64, in_dim=300, hidden=37, depth=1, scale=1.0)
+    y0 = torch.randn(3, 300, dtype=torch.float64)
+    noise = torch.randn(4, 3, 300, dtype=torch.float64)
+    ref = H.sample_prior(wide, y0, sch, noise=noise, backend="reference")
+    out, _, _ = emulate(wide, y0, sch, path, noise=noise, tile=2 if path != "staged" else 3)
+    assert (out - ref).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_time_conditioned_per_chain_and_trace(path):
+    prior = multi_head_prior(torch.float64, time_steps=3, out_scale=0.05)
+    sch = H.LangevinSchedule.recovery_likelihood(3, steps=[2, 3, 2], b_square=1e-3)
+    y0 = torch.randn(6, 48, dtype=torch.float64)
+    noise = torch.randn(7, 6, 48, dtype=torch.float64)
+    ref, tr = H.sample_prior(prior, y0, sch, noise=noise, backend="reference", trace=True)
+    tile = 4 if path != "staged" else 3
+    out, te, _ = emulate(prior, y0, sch, path, noise=noise, trace=True, tile=tile)
+    assert (out - ref).abs().max() < 1e-10
+    torch.testing.assert_close(te, tr["per_chain"], rtol=1e-9, atol=1e-9)
+    t = torch.tensor([2, 0, 1, 1, 0, 2])
+    ref, tr = H.sample_prior(prior, y0, sch, noise=noise[:3], backend="reference", timesteps=t, cond=y0 * 0.5,
+                             trace=True)
+    out, te, _ = emulate(prior, y0, sch, path, noise=noise[:3], timesteps=t, cond=y0 * 0.5, trace=True, tile=tile)
+    assert (out - ref).abs().max() < 1e-10
+    torch.testing.assert_close(te, tr["per_chain"], rtol=1e-9, atol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_flat_base_gao_form(path):
+    prior = multi_head_prior(torch.float64, time_steps=4, sigma=math.inf, out_scale=0.05)
+    sch = H.LangevinSchedule.recovery_likelihood(4, steps=2, b_square=1e-3, form="gao")
+    y0 = torch.randn(5, 48, dtype=torch.float64)
+    noise = torch.randn(8, 5, 48, dtype=torch.float64)
+    ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+    out, _, _ = emulate(prior, y0, sch, path, noise=noise, tile=2 if path != "staged" else 3)
+    assert (out - ref).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("param", ["z", "u"])
+@pytest.mark.parametrize("path", PATHS)
+def test_ladders(path, param):
+    """The Gaussian ladder (4 layers, soft clamp, time-conditioned heads, T = 3), in float64 and float32."""
+    for dtype in (torch.float64, torch.float32):
+        prior = deep_ladder_prior(param, dtype, time_steps=3, out_scale=0.05)
+        sch = H.LangevinSchedule.recovery_likelihood(3, steps=[2, 1, 2], b_square=1e-3)
+        y0 = torch.randn(5, 36, dtype=dtype)
+        noise = torch.randn(5, 5, 36, dtype=dtype)
+        ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+        out, _, _ = emulate(prior, y0, sch, path, noise=noise, tile=3)
+        assert (out - ref).abs().max() < TOL[dtype], dtype
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_same_seed_as_the_cpu_kernel(path):
+    """The kernels' own Philox noise (csrc/core/philox.h addressing) equals the CPU kernel's."""
+    for dtype in (torch.float64, torch.float32):
+        prior = multi_head_prior(dtype)
+        sch = H.LangevinSchedule.lebm(steps=4, step_size=0.3)
+        y0 = torch.randn(6, 48, dtype=dtype)
+        cpu = H.sample_prior(prior, y0, sch, seed=4242, backend="fused")
+        out, _, _ = emulate(prior, y0, sch, path, seed=4242, tile=4 if path != "staged" else 3)
+        assert (out - cpu).abs().max() < TOL[dtype]
+        other = H.sample_prior(prior, y0, sch, seed=4243, backend="fused")
+        assert (other - cpu).abs().max() > 0.1
+
+
+def test_joint_prior_on_the_cluster():
+    """The joint prior's shapes (a 4 x 200 conditional, 128 -> 200 x 3 and 100 -> 100 x 2 heads) on a cluster."""
+    for param in ("z", "u"):
+        prior = joint_prior(param, torch.float64)
+        sch = H.LangevinSchedule.lebm(steps=2)
+        y0 = torch.randn(2, 228, dtype=torch.float64)
+        noise = torch.randn(2, 2, 228, dtype=torch.float64)
+        ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+        out, _, st = emulate(prior, y0, sch, "cluster", noise=noise, tile=2, threads=128)
+        assert st["cluster"] == 2
+        assert (out - ref).abs().max() < 1e-10
+
+
+def test_lebm_dispatch_barriers_and_banks():
+    """LEBM 100-200-200-1 on an H200: its 241 KB of weights take the 2-block cluster; at most 8 barriers per step
+    (7 on the cluster, 5 on one block), no bank conflict on either v2 path."""
+    prior = lebm_prior("lrelu", torch.float32)
+    params, program = P.build_program(prior, torch.float32, "cpu")
+    (path, tile, cluster, threads, smem, tiles), why = _C.latent_plan(program, params.numel(), 100, 4, [])
+    assert (path, cluster, tile, tiles) == (2, 2, 2, 50) and smem <= 232448 and why == ""
+    (path, *_), why = _C.latent_plan(program, params.numel(), 100, 4, [108, 166912, 8])  # an A100: no clusters
+    assert path == 0 and "no thread-block clusters" in why
+    steps = 3
+    sch = H.LangevinSchedule.lebm(steps=steps)
+    y0 = torch.randn(2, 100)
+    noise = torch.randn(steps, 2, 100)
+    ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+    out, _, st = emulate(prior, y0, sch, "auto", noise=noise, threads=256, banks=True, tile=2)
+    assert (st["path"], st["tile"], st["cluster"]) == (2, 2, 2)
+    assert (out - ref).abs().max() < 1e-4
+    per_step = (st["cluster_barriers"] - 3) / steps  # 3 outside the steps: loads, timestep start, timestep end
+    assert per_step == 7, st
+    # the steps are conflict-free: one step more adds shared-memory instructions but no conflicted one
+    one = emulate(prior, y0, H.LangevinSchedule.lebm(steps=steps - 1), "auto", noise=noise[1:], threads=256,
+                  banks=True, tile=2)[2]
+    assert st["smem_instructions"] - one["smem_instructions"] > 1000, (st, one)
+    assert st["conflicted"] == one["conflicted"] and st["conflicted"] <= 2, (st, one)
+    small = lebm_prior("lrelu", torch.float32, in_dim=64, hidden=128, depth=2)
+    y0 = torch.randn(3, 64)
+    out, _, st = emulate(small, y0, sch, "auto", noise=torch.randn(steps, 3, 64), threads=256, banks=True, tile=3)
+    assert (st["path"], st["cluster"]) == (1, 1)
+    assert (st["block_barriers"] - 4) / steps == 5, st
+    # 3 chains of a 128-wide layer: lanes 0-2 store their chain's row value at a stride of 128 words (one bank),
+    # as the GPU's C predicated stores would cost C wavefronts too; every other access is conflict-free
+    assert st["wavefronts"] - st["ideal_wavefronts"] < 0.03 * st["ideal_wavefronts"], st
+
+
+def test_staged_path_any_team_and_chunk():
+    prior = multi_head_prior(torch.float64)
+    sch = H.LangevinSchedule.lebm(steps=3, step_size=0.3)
+    y0 = torch.randn(9, 48, dtype=torch.float64)
+    noise = torch.randn(3, 9, 48, dtype=torch.float64)
+    ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+    for threads, tile, stage_rows in [(32, 1, 1), (96, 5, 3), (64, 32, 64)]:
+        out, _, _ = emulate(prior, y0, sch, "staged", noise=noise, threads=threads, tile=tile, stage_rows=stage_rows)
+        assert (out - ref).abs().max() < 1e-10, (threads, tile, stage_rows)
+
+
+def test_long_chains_match_the_density():
+    """Statistical: the resident path with its own Philox noise, 2-D energy; the chains' first and second moments
+    against the density's (normalised on a grid), within 4.5 standard errors."""
+    from hebm_ext.toy import grid_probabilities
+
+    torch.manual_seed(0)
+    head = sharpen(H.EnergyMLP(2, 8, 1, activation="tanh"), 3.0)
+    prior = H.LatentEBMPrior([2], [(head, 0)], sigma=1.5)
+    lo, hi, bins = -6.0, 6.0, 120
+    p = grid_probabilities(prior.double().log_prob, lo, hi, bins).double()[:-1].reshape(bins, bins)
+    c = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+    c = 0.5 * (c[1:] + c[:-1])
+    gx, gy = torch.meshgrid(c, c, indexing="ij")
+    exact = torch.stack([(p * gx).sum(), (p * gy).sum(), (p * gx * gx).sum(), (p * gy * gy).sum()])
+    base = torch.tensor([0.0, 0.0, 2.25, 2.25], dtype=torch.float64)
+    prior.float()
+    n = 1024
+    y0 = torch.randn(n, 2) * 1.5
+    sch = H.LangevinSchedule.lebm(steps=250, step_size=0.3, sigma=1.5)
+    y, _, _ = emulate(prior, y0, sch, "resident", seed=2024, tile=4, threads=32)
+    y = y.double()
+    m = torch.stack([y[:, 0], y[:, 1], y[:, 0] ** 2, y[:, 1] ** 2], dim=1)
+    se = m.std(dim=0) / math.sqrt(n)
+    assert ((exact - base).abs() > 10 * se).any()  # the energy moves the moments (so the test can fail)
+    z = ((m.mean(dim=0) - exact) / se).abs()
+    assert (z < 4.5).all(), (m.mean(dim=0), exact, z)
+
+
+# ------------------------------------------------------------------------------ the primitive layer itself
+def test_shuffles_follow_the_programming_guide():
+    s = _C.simt_selftest("shuffles")[0, :64 * 6].reshape(64, 6)
+    lane = torch.arange(64) % 32
+    v = (lane + 100 * (torch.arange(64) // 32)).float()
+    base = v - lane  # the warp's lane-0 value
+    torch.testing.assert_close(s[:, 0], base + (lane ^ 1))
+    torch.testing.assert_close(s[:, 1], torch.where(lane + 3 < 32, v + 3, v))  # past the warp: own value
+    torch.testing.assert_close(s[:, 2], torch.where(lane >= 5, v - 5, v))
+    torch.testing.assert_close(s[:, 3], base + 7)
+    warp_total = base * 32 + 496
+    torch.testing.assert_close(s[:, 4], warp_total)
+    torch.testing.assert_close(s[:, 5], 2 * warp_total)
+
+
+def test_named_barrier_and_cluster_shared_memory():
+    s = _C.simt_selftest("named")[0]
+    torch.testing.assert_close(s[128:192], torch.arange(1, 65).float())  # warps 2-3 read what warps 0-1 wrote
+    c = _C.simt_selftest("cluster")
+    t = torch.arange(64).float()
+    torch.testing.assert_close(c[0, 64:128], 2 * t)  # block 0 reads block 1's (rank + 1) * tid through DSMEM
+    torch.testing.assert_close(c[1, 64:128], t)
+
+
+def test_emulation_diagnoses():
+    with pytest.raises(RuntimeError, match="out of bounds: bytes \\[1024, 1028\\)"):
+        _C.simt_selftest("oob")
+    with pytest.raises(RuntimeError, match="warp divergence"):
+        _C.simt_selftest("diverge")
+    with pytest.raises(RuntimeError, match="deadlock"):
+        _C.simt_selftest("deadlock")
+
+
+def test_bank_model():
+    """Wavefronts of one warp access: stride 1 / 2 / 32 (8 words in one bank) / 33 words, a broadcast, 16-byte
+    vectors contiguous and at stride 2 (32 banks of 4 bytes, 128-byte phases)."""
+    got = _C.simt_selftest("banks").tolist()
+    assert got == [[1, 1], [2, 1], [8, 1], [1, 1], [1, 1], [4, 4], [8, 4]]
