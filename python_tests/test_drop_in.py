@@ -484,8 +484,9 @@ def test_diffusion_ebm_conv_chain_generic_engine():
     assert (x_T - ref).abs().max().item() > 1e-3
 
 
-def test_cuda_block_program_runs_the_new_activations():
-    """The CUDA kernel's block program (executed on the CPU by hebm::_latent_langevin_block_emulation) evaluates a
+@pytest.mark.parametrize("path", ["staged", "resident", "cluster"])
+def test_cuda_block_program_runs_the_new_activations(path):
+    """The CUDA kernels' paths (executed lane by lane on the CPU by hebm::_latent_langevin_emulation) evaluate a
     converted module with every activation kind through the same core definitions as the CPU kernel."""
     from hebm_ext.sampling import program as P  # noqa: PLC0415
 
@@ -499,7 +500,7 @@ def test_cuda_block_program_runs_the_new_activations():
     ref = sample_langevin_prior_z(y0, net, noise, s, e_energy_form="sigmoid", sign=-1.0)
     params, program = P.build_program(prior, y0.dtype, y0.device)
     e = y0.new_empty(0)
-    out, _ = torch.ops.hebm._latent_langevin_block_emulation(
+    out, _, _ = torch.ops.hebm._latent_langevin_emulation(
         y0, e, params, program, sched.coefficients(), list(sched.K), torch.empty(0, dtype=torch.int64), noise,
-        torch.zeros(2, dtype=torch.int64), False, 16, 3, 4)
+        torch.zeros(2, dtype=torch.int64), False, path, 64, 3 if path == "staged" else 2, 0, False, [])
     assert (out - ref).abs().max().item() < 1e-10
