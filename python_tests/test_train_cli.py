@@ -91,9 +91,12 @@ def test_anomaly_protocol(tmp_path):
 
 
 # the launcher's local TCP rendezvous can lose a race for its port (known flakes of torch.distributed's own tests):
-# such a launch is retried once, with a warning; any other failure fails the test
+# such a launch is retried once, with a warning; any other failure fails the test. Also retried: a rank aborting at
+# interpreter exit with "terminate called without an active exception" after its work is done, seen once in six
+# launches under torch 2.14.1+cu130 (the CUDA wheel venv of .ci/run; never under 2.13): a torch teardown issue
+# (its C++ threads at exit), not this package's; the retry keeps a real failure failing.
 _TRANSPORT_FLAKES = ("Address already in use", "Connection closed by peer", "Connection reset by peer",
-                     "Connection refused")
+                     "Connection refused", "terminate called without an active exception")
 
 
 def _torchrun(*args, timeout=300):
