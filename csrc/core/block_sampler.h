@@ -143,6 +143,12 @@ struct StagedEngine {
   HEBM_BLOCK_FN void sync(Ctx& ctx) const { ctx.sync(); }
   HEBM_BLOCK_FN void load(Ctx&, const BlockArgs<T>&, T*) const {}
 
+  // How many staged rows of stride ws fit the stage buffer (at most kBlockMaxJC), for the forward and the backward.
+  static HEBM_BLOCK_FN int rows_per_chunk(const BlockArgs<T>& a, int ws) {
+    const int c = a.lay.ws / ws;
+    return c < kBlockMaxJC ? c : kBlockMaxJC;
+  }
+
   // H[r][j] = act(X[r] . W[j] + b[j] (+ tb[t_r][j])); DH = act'.
   template <int A>
   HEBM_BLOCK_FN void forward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H, T* DH,
@@ -151,8 +157,7 @@ struct StagedEngine {
     const int tile = a.lay.tile;
     const int ws = odd_stride(L.in);
     T* stage = smem + a.lay.stage;
-    int jc = a.lay.ws / ws;
-    jc = jc < kBlockMaxJC ? jc : kBlockMaxJC;
+    const int jc = rows_per_chunk(a, ws);
     const T* W = a.params + L.w;
     for (int j0 = 0; j0 < L.out; j0 += jc) {
       const int n = (L.out - j0) < jc ? (L.out - j0) : jc;
@@ -183,8 +188,7 @@ struct StagedEngine {
     const int tile = a.lay.tile;
     const int ws = odd_stride(L.out);
     T* stage = smem + a.lay.stage;
-    int ic = a.lay.ws / ws;
-    ic = ic < kBlockMaxJC ? ic : kBlockMaxJC;
+    const int ic = rows_per_chunk(a, ws);
     const T* W = a.params + L.w;
     for (int i0 = 0; i0 < L.in; i0 += ic) {
       const int n = (L.in - i0) < ic ? (L.in - i0) : ic;

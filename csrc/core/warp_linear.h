@@ -53,13 +53,21 @@ struct WarpEngine {
     }
   }
 
+  // The output rows [r0, r1) of linear jl whose weights this block holds (all of them on one block; its half on a
+  // cluster rank).
+  HEBM_BLOCK_FN void own_rows(const BlockArgs<T>& a, int jl, int& r0, int& r1) const {
+    const int rows = a.lay.rows[jl], out = a.prog.lin[jl].out;
+    r0 = rank * rows;
+    r1 = (out - r0) < rows ? out : r0 + rows;
+  }
+
   template <int A>
   HEBM_BLOCK_FN void forward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H, T* DH,
                              const int* trow, T slope) const {
     const LinearDesc& L = a.prog.lin[jl];
-    const int rows = a.lay.rows[jl], ldw = a.lay.ldw[jl];
-    const int r0 = rank * rows;
-    const int r1 = (L.out - r0) < rows ? L.out : r0 + rows;
+    const int ldw = a.lay.ldw[jl];
+    int r0, r1;
+    own_rows(a, jl, r0, r1);
     const T* Ws = smem + a.lay.w[jl];
     const int lane = ctx.lane();
     const int npass = (L.in + kWarpInputsInRegs - 1) / kWarpInputsInRegs;
@@ -152,9 +160,9 @@ struct WarpEngine {
   HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, const T* dinw, T* DOUT,
                               const T* DHprev, T* G, int ldg, int goff, const int* alpha_rows) const {
     const LinearDesc& L = a.prog.lin[jl];
-    const int rows = a.lay.rows[jl], ldw = a.lay.ldw[jl];
-    const int r0 = rank * rows;
-    const int r1 = (L.out - r0) < rows ? L.out : r0 + rows;
+    const int ldw = a.lay.ldw[jl];
+    int r0, r1;
+    own_rows(a, jl, r0, r1);
     const T* Ws = smem + a.lay.w[jl];
     const int lane = ctx.lane();
     const int ncg = (L.in + kWarp - 1) / kWarp;
