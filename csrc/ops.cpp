@@ -11,7 +11,7 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cpu(const at::Tensor& y0, con
                                                        const at::Tensor& params, at::IntArrayRef program,
                                                        at::ArrayRef<double> schedule, at::IntArrayRef steps,
                                                        const at::Tensor& timesteps, const at::Tensor& noise,
-                                                       const at::Tensor& rng, bool trace);
+                                                       const at::Tensor& rng, bool trace, int64_t precision);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
     const at::Tensor& y0, const at::Tensor& cond, const at::Tensor& params, at::IntArrayRef program,
     at::ArrayRef<double> schedule, at::IntArrayRef steps, const at::Tensor& timesteps, const at::Tensor& noise,
@@ -36,9 +36,10 @@ bool cuda_built() {
 TORCH_LIBRARY(hebm, m) {
   // The fused latent sampler: every Langevin step of every timestep in one call (see csrc/core/schedule.h).
   // Returns (y, trace); trace is [S, B, 2] (energy, gradient norm per step and chain) when asked, else empty.
+  // precision: the matmuls' precision, core::Precision (csrc/core/simt.h): 0 fp32, 1 tf32, 2 bf16 (CUDA only).
   m.def(
       "latent_langevin(Tensor y0, Tensor cond, Tensor params, int[] program, float[] schedule, int[] steps, "
-      "Tensor timesteps, Tensor noise, Tensor rng, bool trace) -> (Tensor, Tensor)");
+      "Tensor timesteps, Tensor noise, Tensor rng, bool trace, int precision=0) -> (Tensor, Tensor)");
   // Test support: the CUDA kernels' block program executed on the CPU lane by lane (csrc/cpu/block_emulation.cpp,
   // simt_emulation.h). Same arguments, plus the path ('auto', 'staged', 'resident', 'cluster'), threads per block,
   // chains per block (0: the launcher's choice), staged weight rows (v1; 0: the launcher's), bank-conflict

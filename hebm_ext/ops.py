@@ -35,13 +35,16 @@ def cpu_capability() -> str:
     return _C.cpu_capability()
 
 
-def latent_langevin(y0, cond, params, program, schedule, steps, timesteps, noise, rng, trace: bool):
-    """Raw call of ``hebm::latent_langevin``; see hebm_ext.sampling.fused for the documented entry point."""
-    return torch.ops.hebm.latent_langevin.default(y0, cond, params, program, schedule, steps, timesteps, noise, rng, trace)
+def latent_langevin(y0, cond, params, program, schedule, steps, timesteps, noise, rng, trace: bool,
+                    precision: int = 0):
+    """Raw call of ``hebm::latent_langevin``; see hebm_ext.sampling.fused for the documented entry point.
+    precision: the index in hebm_ext.sampling.reference.PRECISIONS (0 fp32, 1 tf32, 2 bf16)."""
+    return torch.ops.hebm.latent_langevin.default(y0, cond, params, program, schedule, steps, timesteps, noise, rng,
+                                                  trace, precision)
 
 
 @torch.library.register_fake("hebm::latent_langevin")
-def _latent_langevin_fake(y0, cond, params, program, schedule, steps, timesteps, noise, rng, trace):
+def _latent_langevin_fake(y0, cond, params, program, schedule, steps, timesteps, noise, rng, trace, precision=0):
     torch._check(y0.dim() == 2, lambda: "y0 must be [B, D]")
     per_chain = timesteps.numel() > 0
     S = max(steps) if per_chain else sum(steps)

@@ -126,6 +126,7 @@ struct BlockArgs {
   T* out;
   T* trace;               // or null
   int64_t B;
+  int precision = kPrecisionFp32;  // core::Precision (simt.h): the matmuls' precision, the launcher's kernel choice
 };
 
 // -alpha of row r's timestep: the factor of the heads' gradient in log p~ (per row: per-chain timesteps).

@@ -164,7 +164,13 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cpu(const at::Tensor& y0_, co
                                                        const at::Tensor& params_, at::IntArrayRef program,
                                                        at::ArrayRef<double> schedule, at::IntArrayRef steps,
                                                        const at::Tensor& timesteps_, const at::Tensor& noise_,
-                                                       const at::Tensor& rng, bool trace_flag) {
+                                                       const at::Tensor& rng, bool trace_flag, int64_t precision) {
+  TORCH_CHECK(precision >= core::kPrecisionFp32 && precision <= core::kPrecisionBf16,
+              "latent_langevin: precision must be 0 (fp32), 1 (tf32) or 2 (bf16), got ", precision);
+  TORCH_CHECK(precision == core::kPrecisionFp32, "latent_langevin: the CPU kernel runs precision='fp32' only, got "
+              "precision='", precision == core::kPrecisionTf32 ? "tf32" : "bf16", "': tf32 and bf16 are the CUDA "
+              "tensor cores' operand formats, and a CPU has no faster path at that precision (the reference backend "
+              "runs the same rounding eagerly)");
   const LatentTensors t = prepare_latent(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng,
                                          trace_flag);
   const LatentCall& c = t.c;

@@ -17,10 +17,16 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cuda(const at::Tensor& y0_, c
                                                         const at::Tensor& params_, at::IntArrayRef program,
                                                         at::ArrayRef<double> schedule, at::IntArrayRef steps,
                                                         const at::Tensor& timesteps_, const at::Tensor& noise_,
-                                                        const at::Tensor& rng_, bool trace_flag) {
+                                                        const at::Tensor& rng_, bool trace_flag, int64_t precision) {
   TORCH_CHECK(y0_.is_cuda(), "latent_langevin (CUDA): y0 must be a CUDA tensor, got one on ", y0_.device());
   TORCH_CHECK(y0_.scalar_type() == at::kFloat, "latent_langevin (CUDA): y0 must be float32, got ",
               y0_.scalar_type(), " (float64 runs on the CPU kernel)");
+  TORCH_CHECK(precision >= core::kPrecisionFp32 && precision <= core::kPrecisionBf16,
+              "latent_langevin (CUDA): precision must be 0 (fp32), 1 (tf32) or 2 (bf16), got ", precision);
+  // until the tensor-core throughput kernels land (issue 15, branch i15t), which replace this check
+  TORCH_CHECK(precision == core::kPrecisionFp32, "latent_langevin (CUDA): precision='",
+              precision == core::kPrecisionTf32 ? "tf32" : "bf16", "' needs the tensor-core kernels, which this "
+              "build does not have yet (not built); use precision='fp32'");
   // the device guard after the argument checks: a bad call fails before touching any device
   const c10::cuda::CUDAGuard guard(y0_.device());
   const LatentTensors t = prepare_latent(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng_,
@@ -28,6 +34,7 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cuda(const at::Tensor& y0_, c
   if (t.c.B == 0) return {t.out, t.trace};
   LatentCudaCall call;
   call.args = block_args<float>(t);
+  call.args.precision = int(precision);
   call.device = t.y0.get_device();
   call.stream = c10::cuda::getCurrentCUDAStream(t.y0.get_device()).stream();
   int path = 0;

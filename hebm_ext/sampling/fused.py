@@ -9,20 +9,26 @@ import torch
 from .. import ops
 from ..nn.prior import LatentEBMPrior
 from . import program as prog
-from .reference import sample_prior_reference
+from .reference import check_precision, sample_prior_reference
 from .schedule import LangevinSchedule
 
 BACKENDS = ("auto", "fused", "reference")
+# Why the CPU kernel runs fp32 only (the same words as its C++ check in csrc/cpu/latent_cpu.cpp).
+CPU_PRECISION_REASON = ("the CPU kernel runs precision='fp32' only, got precision={precision!r}: tf32 and bf16 are "
+                        "the CUDA tensor cores' operand formats, and a CPU has no faster path at that precision (the "
+                        "reference backend runs the same rounding eagerly)")
 _warned: set = set()
 
 
-def fused_unsupported_reason(prior: LatentEBMPrior, y0: torch.Tensor) -> str | None:
+def fused_unsupported_reason(prior: LatentEBMPrior, y0: torch.Tensor, precision: str = "fp32") -> str | None:
     """Why sample_prior(backend="fused") cannot run this call, or None."""
     if y0.dtype not in (torch.float32, torch.float64):
         return f"the fused kernels run float32 and float64, y0 is {y0.dtype}"
     dev = y0.device.type
     if dev not in ("cpu", "cuda") or not ops.has_kernel("latent_langevin", dev):
         return f"this build of hebm_ext has no {dev} kernel for hebm::latent_langevin (ops.available() = {ops.available()})"
+    if dev == "cpu" and precision != "fp32":
+        return CPU_PRECISION_REASON.format(precision=precision)
     if dev == "cuda" and y0.dtype != torch.float32:
         return "the CUDA kernel runs float32 only (float64 runs on the CPU kernel or the reference)"
     return prog.unsupported_reason(prior)
@@ -207,7 +213,7 @@ def _rng(y0, generator, seed):
 
 def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSchedule, *, cond=None, noise=None,
                  generator=None, backend: str = "auto", trace: bool = False, timesteps=None, seed=None,
-                 check_finite=True, check_inputs: bool = True):
+                 check_finite=True, check_inputs: bool = True, precision: str = "fp32"):
     """Sample the latent prior by (annealed) Langevin dynamics.
 
     prior: LatentEBMPrior; y0: initial chains [B, D]; schedule: LangevinSchedule (T timesteps run T-1 ... 0).
@@ -226,11 +232,17 @@ def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSche
     CUDA they run on the device without a host synchronisation into input_status() (raise_for_input_status()
     reads it), are skipped with check_inputs=False and always during CUDA-graph capture.
 
+    precision: the matmuls' precision: "fp32" (the default, exact mode), "tf32" or "bf16" (float32 chains; matmul
+    operands rounded to tf32 / bf16, fp32 accumulation: the CUDA tensor-core kernels; on the CPU only the reference
+    backend runs them, backend="auto" falls back to it with a warning saying why). The reference runs the same
+    rounding eagerly (reference.matmul_precision).
+
     Returns y [B, D] (no gradient), or (y, trace) when ``trace``.
     """
     _check_inputs(prior, y0, schedule, cond, noise, timesteps, backend, check_inputs)
+    precision_index = check_precision(precision, y0)
     if backend != "reference":
-        reason = fused_unsupported_reason(prior, y0)
+        reason = fused_unsupported_reason(prior, y0, precision)
         if reason is not None:
             if backend == "fused":
                 raise ValueError(f"sample_prior(backend='fused'): {reason}")
@@ -242,7 +254,8 @@ def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSche
             backend = "fused"
     if backend == "reference":
         out = sample_prior_reference(prior, y0, schedule, cond=cond, noise=noise, generator=generator,
-                                     timesteps=timesteps, trace=trace, check_finite=check_finite)
+                                     timesteps=timesteps, trace=trace, check_finite=check_finite,
+                                     precision=precision)
         return (out[0], _summarise(out[1])) if trace else out
 
     params, program = prog.packed(prior, y0.dtype, y0.device)
@@ -253,7 +266,7 @@ def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSche
     def run(with_trace):
         return ops.latent_langevin(y0.detach(), cond.detach() if cond is not None else empty, params, program,
                                    schedule.coefficients(), list(schedule.K), ts,
-                                   noise if noise is not None else empty, rng, bool(with_trace))
+                                   noise if noise is not None else empty, rng, bool(with_trace), precision_index)
 
     y, tr = run(trace)
     # the same rng tensor (the op reads it, never advances it) and noise: the re-run draws the same chains

@@ -5,9 +5,104 @@ and the baseline of the benchmarks. ALGORITHMS.md 1.2 (LEBM), 2.2 (Gao), 6.3/6.7
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from .schedule import LangevinSchedule
+
+# The matmul precisions of sample_prior(precision=...); the index is the op's int precision (csrc/core/simt.h,
+# core::Precision).
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def check_precision(precision, y0: torch.Tensor | None = None, name: str = "sample_prior") -> int:
+    """Validates ``precision`` (one of PRECISIONS); reduced precision needs float32 chains. Returns its index."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"{name}: precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "fp32" and y0 is not None and y0.dtype != torch.float32:
+        raise TypeError(f"{name}: precision={precision!r} rounds float32 matmul operands (tensor cores), so y0 "
+                        f"must be float32, got {y0.dtype}")
+    return PRECISIONS.index(precision)
+
+
+def round_to(x: torch.Tensor, precision: str) -> torch.Tensor:
+    """x rounded to a matmul operand format, returned in x's dtype (the rounding of the tensor-core kernels'
+    fragment loads, csrc/core/simt.h): "bf16" round to nearest, ties to even (x.to(torch.bfloat16)); "tf32" round
+    to nearest, ties away from zero, to 10 explicit mantissa bits (cvt.rna.tf32.f32); "fp32" x itself."""
+    if precision == "fp32":
+        return x
+    if precision == "bf16":
+        return x.to(torch.bfloat16).to(x.dtype)
+    if precision != "tf32":
+        raise ValueError(f"round_to: precision must be one of {PRECISIONS}, got {precision!r}")
+    f = x.to(torch.float32)
+    # sign-magnitude bits: adding half an ulp (bit 12) to the magnitude rounds half away from zero, carrying into
+    # the exponent (up to infinity) where it should; NaN and inf are kept as they are
+    b = (f.view(torch.int32) + 0x1000) & ~0x1FFF
+    return torch.where(torch.isfinite(f), b.view(torch.float32), f).to(x.dtype)
+
+
+class _RoundOperand(torch.autograd.Function):
+    """Forward: the operand rounded; backward: the gradient passed through (as autocast's cast does)."""
+
+    @staticmethod
+    def forward(ctx, x, precision):
+        return round_to(x, precision)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+class _RoundGradient(torch.autograd.Function):
+    """Forward: identity on a matmul's output; backward: its gradient rounded, so that the backward's matmuls
+    (dX = dY W, dW = dY^T X) take reduced-precision operands as well."""
+
+    @staticmethod
+    def forward(ctx, y, precision):
+        ctx.precision = precision
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        return round_to(g, ctx.precision), None
+
+
+class _ReducedPrecisionMatmuls(TorchFunctionMode):
+    """Every F.linear / matmul / mm / bmm with its operands rounded to ``precision`` and fp32 accumulation (the
+    product of two bf16 or tf32 values is exact in fp32, so an fp32 matmul of the rounded operands is the tensor
+    core's product up to the order of the sums); everything else (bias, activations, the update) in fp32."""
+
+    _MATMULS = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm, torch.Tensor.mm, torch.bmm,
+                torch.Tensor.bmm)
+
+    def __init__(self, precision):
+        super().__init__()
+        self.precision = precision
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        p = self.precision
+        if func is F.linear or func is torch._C._nn.linear:
+            x, w = args[0], args[1]
+            b = args[2] if len(args) > 2 else kwargs.get("bias")
+            y = F.linear(_RoundOperand.apply(x, p), _RoundOperand.apply(w, p), b)
+            return _RoundGradient.apply(y, p)
+        if func in self._MATMULS:
+            a, b = args[0], args[1]
+            return _RoundGradient.apply(func(_RoundOperand.apply(a, p), _RoundOperand.apply(b, p)), p)
+        return func(*args, **kwargs)
+
+
+def matmul_precision(precision: str):
+    """Context manager: the eager prior's matmuls at ``precision`` (see _ReducedPrecisionMatmuls; "fp32": no
+    change). The reference's reduced-precision chains run their energy and base log-density inside it: the
+    "eager PyTorch running the same chain at the same precision" of the kernels' accuracy rule (docs/CUDA_KERNELS.md)."""
+    check_precision(precision, name="matmul_precision")
+    return contextlib.nullcontext() if precision == "fp32" else _ReducedPrecisionMatmuls(precision)
 
 
 def _coef(schedule: LangevinSchedule, name: str, t, like: torch.Tensor):
@@ -30,10 +125,13 @@ def _trace_point(trace, energy, grad, active=None):
 
 
 def sample_prior_reference(prior, y0: torch.Tensor, schedule: LangevinSchedule, *, cond=None, noise=None,
-                           generator=None, timesteps=None, trace: bool = False, check_finite=True):
+                           generator=None, timesteps=None, trace: bool = False, check_finite=True,
+                           precision: str = "fp32"):
     """Annealed Langevin on the prior, eagerly. Returns y [B, D], or (y, trace [S, B, 2]) when ``trace``.
     check_finite: as sample_prior's (fused.check_chains_finite: NonFiniteChainError naming the first bad step; the
-    re-run that finds it restores the generator's state from before the chains, so it draws the same noise)."""
+    re-run that finds it restores the generator's state from before the chains, so it draws the same noise).
+    precision: the matmuls' precision (matmul_precision): "fp32", or "tf32" / "bf16" with float32 chains."""
+    check_precision(precision, y0, "sample_prior_reference")
     snapshot = None
     if check_finite is True and noise is None and not trace and not torch.compiler.is_compiling() and \
             not (y0.is_cuda and torch.cuda.is_current_stream_capturing()):
@@ -41,20 +139,20 @@ def sample_prior_reference(prior, y0: torch.Tensor, schedule: LangevinSchedule, 
             torch.cuda.default_generators[y0.device.index if y0.device.index is not None else
                                           torch.cuda.current_device()] if y0.is_cuda else None
         snapshot = (gen, gen.get_state()) if gen is not None else None
-    out = _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, trace)
+    out = _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, trace, precision)
 
     def rerun():
         if trace:
             return out[1]
         if noise is not None:
-            return _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, True)[1]
+            return _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, True, precision)[1]
         if snapshot is None:
             return y0.new_empty((0, y0.shape[0], 2))
         gen, state = snapshot
         now = gen.get_state()
         gen.set_state(state)
         try:
-            return _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, True)[1]
+            return _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, True, precision)[1]
         finally:
             gen.set_state(now)
 
@@ -63,10 +161,11 @@ def sample_prior_reference(prior, y0: torch.Tensor, schedule: LangevinSchedule, 
     return out
 
 
-def _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, trace):
+def _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timesteps, trace, precision):
     y = y0.detach().clone()
     y_cond = (cond if cond is not None else y0).detach().clone()
     log = [] if trace else None
+    mm = matmul_precision(precision)
 
     def draw(k):
         if noise is not None:
@@ -80,8 +179,9 @@ def _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timeste
             t_vec = torch.full((y.shape[0],), t, dtype=torch.long, device=y.device)
             for _ in range(c["K"]):
                 y = y.detach().requires_grad_(True)
-                en = prior.energy(y, t_vec)
-                log_p = -c["alpha"] * en + prior.base_log_prob(y)
+                with mm:
+                    en = prior.energy(y, t_vec)
+                    log_p = -c["alpha"] * en + prior.base_log_prob(y)
                 grad = torch.autograd.grad(log_p.sum(), y)[0]
                 _trace_point(log, en, grad)
                 y = c["c1"] * y.detach() + c["c2"] * y_cond + c["h"] * grad + c["n"] * draw(k)
@@ -97,8 +197,9 @@ def _sample_prior_reference(prior, y0, schedule, cond, noise, generator, timeste
             if not bool(active.any()):
                 break
             y = y.detach().requires_grad_(True)
-            en = prior.energy(y, t_vec)
-            log_p = -alpha.squeeze(1) * en + prior.base_log_prob(y)
+            with mm:
+                en = prior.energy(y, t_vec)
+                log_p = -alpha.squeeze(1) * en + prior.base_log_prob(y)
             grad = torch.autograd.grad(log_p.sum(), y)[0]
             _trace_point(log, en, grad, active)
             y_new = c1 * y.detach() + c2 * y_cond + h * grad + n * draw(k)
