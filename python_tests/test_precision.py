@@ -24,8 +24,9 @@ def test_precision_is_validated():
     sch = H.LangevinSchedule.lebm(steps=2)
     y0 = torch.randn(3, 40)
     for bad in ("fp16", "BF16", 16, None):
-        with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'tf32', 'bf16'\), got"):
-            H.sample_prior(prior, y0, sch, precision=bad, backend="reference")
+        for backend in ("auto", "fused", "reference"):
+            with pytest.raises(ValueError, match=r"^sample_prior: precision must be one of \('fp32', 'tf32', 'bf16'\), got"):
+                H.sample_prior(prior, y0, sch, precision=bad, backend=backend)
     with pytest.raises(TypeError, match="precision='bf16'.*y0 must be float32, got torch.float64"):
         H.sample_prior(_lebm(torch.float64), y0.double(), sch, precision="bf16", backend="reference")
     assert PRECISIONS.index("bf16") == 2  # the op's int precision (core::Precision in csrc/core/simt.h)
