@@ -1,8 +1,8 @@
 """The CUDA kernels' paths executed lane by lane on the CPU (hebm::_latent_langevin_emulation, csrc/cpu/
 simt_emulation.h): every thread of a block (and of a 2-block cluster) runs as a fiber with the GPU's shuffle,
-barrier, distributed-shared-memory and cp.async semantics and bounds-checked shared memory. Each path (v1
-staged, v2 resident, v2 cluster, v2 streamed) is compared with the eager reference on the same explicit noise, with the CPU kernel on the
-same Philox seed, and statistically; test_cuda.py runs the real kernels where there is a GPU."""
+barrier, distributed-shared-memory and cp.async semantics and bounds-checked shared memory. Each path (v1 staged, v2
+resident, v2 cluster, v2 streamed) is compared with the eager reference on the same explicit noise, with the CPU
+kernel on the same Philox seed, and statistically; test_cuda.py runs the real kernels where there is a GPU."""
 import math
 
 import pytest

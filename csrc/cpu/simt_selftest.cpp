@@ -122,7 +122,8 @@ at::Tensor simt_selftest(c10::string_view name_) {
     return at::tensor(out).reshape({7, 2});
   }
   if (name.rfind("cp_async", 0) == 0) {  // cp_async, cp_async_early, _nobarrier, _war, _misaligned
-    const char* variants[] = {"cp_async", "cp_async_early", "cp_async_nobarrier", "cp_async_war", "cp_async_misaligned"};
+    const char* variants[] = {"cp_async", "cp_async_early", "cp_async_nobarrier", "cp_async_war",
+                              "cp_async_misaligned"};
     int v = -1;
     for (int i = 0; i < 5; ++i) v = name == variants[i] ? i : v;
     TORCH_CHECK(v >= 0, "unknown self-test ", name);
