@@ -76,8 +76,8 @@ struct StreamedEngine : WarpEngine<T, Ctx, C, 1> {
     const int j0 = ch * rows, n = (L.out - j0) < rows ? (L.out - j0) : rows;
     constexpr int G = 16 / int(sizeof(T));  // elements per 16-byte copy
     const T* W = a.params + L.w + (int64_t)j0 * L.in;
-    // 16-byte copies need every row 16-byte aligned in global memory; the packed program does not pad its offsets,
-    // so other layouts take element copies (same pipeline, 4x the copy instructions)
+    // 16-byte copies need every row 16-byte aligned in global memory (the packed program puts weights at multiples
+    // of 4 elements); in % 4 != 0 or an unaligned params view take element copies (same pipeline, 4x the copies)
     const bool vec = reinterpret_cast<uintptr_t>(a.params + L.w) % 16 == 0 && L.in % G == 0;
     const int per_row = ldw / G;
     for (int idx = ctx.tid(); idx < n * per_row; idx += ctx.nthreads()) {
