@@ -263,7 +263,7 @@ def test_bank_model():
 def test_streamed_is_the_resident_path_bit_for_bit():
     """The streamed engine runs WarpEngine's cores on chunks and sums the backward over the chunks in the same order:
     every chunking (one row, 3 rows, 8, as many as a stage holds) gives the resident path's float32 result and
-    trace exactly (five heads with every activation, hidden widths not multiples of 4)."""
+    trace exactly (five heads with every activation over three layers)."""
     prior = multi_head_prior(torch.float32)
     sch = H.LangevinSchedule.lebm(steps=3, step_size=0.3)
     y0 = torch.randn(5, 48)
