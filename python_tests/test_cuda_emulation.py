@@ -1,8 +1,8 @@
 """The CUDA kernels' paths executed lane by lane on the CPU (hebm::_latent_langevin_emulation, csrc/cpu/
 simt_emulation.h): every thread of a block (and of a 2-block cluster) runs as a fiber with the GPU's shuffle,
-barrier and distributed-shared-memory semantics and bounds-checked shared memory. Each path (v1 staged, v2
-resident, v2 cluster) is compared with the eager reference on the same explicit noise, with the CPU kernel on the
-same Philox seed, and statistically; test_cuda.py runs the real kernels where there is a GPU."""
+barrier, distributed-shared-memory and cp.async semantics and bounds-checked shared memory. Each path (v1 staged, v2
+resident, v2 cluster, v2 streamed) is compared with the eager reference on the same explicit noise, with the CPU
+kernel on the same Philox seed, and statistically; test_cuda.py runs the real kernels where there is a GPU."""
 import math
 
 import pytest
@@ -13,7 +13,8 @@ from hebm_ext import _C
 from hebm_ext.sampling import program as P
 from helpers import deep_ladder_prior, joint_prior, lebm_prior, multi_head_prior, sharpen
 
-PATHS = ["staged", "resident", "cluster"]
+PATHS = ["staged", "resident", "cluster", "streamed"]
+STREAM_ROWS = 5  # rows per streamed chunk in the tests: many chunks per layer, a partial last one, both stages
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 STAT = ["path", "tile", "cluster", "threads", "smem_bytes", "block_barriers", "cluster_barriers", "named_barriers",
         "warp_collectives", "smem_instructions", "wavefronts", "ideal_wavefronts", "conflicted"]
@@ -22,6 +23,8 @@ STAT = ["path", "tile", "cluster", "threads", "smem_bytes", "block_barriers", "c
 def emulate(prior, y0, schedule, path, *, noise=None, cond=None, timesteps=None, seed=None, trace=False,
             threads=64, tile=0, stage_rows=0, banks=False, device=()):
     params, program = P.build_program(prior, y0.dtype, y0.device)
+    if path == "streamed" and stage_rows == 0:
+        stage_rows = STREAM_ROWS
     empty = y0.new_empty(0)
     rng = torch.tensor([seed or 0, 0], dtype=torch.int64)
     ts = timesteps if timesteps is not None else torch.empty(0, dtype=torch.int64)
@@ -151,7 +154,7 @@ def test_lebm_dispatch_barriers_and_banks():
     (path, tile, cluster, threads, smem, tiles), why = _C.latent_plan(program, params.numel(), 100, 4, [])
     assert (path, cluster, tile, tiles) == (2, 2, 2, 50) and smem <= 232448 and why == ""
     (path, *_), why = _C.latent_plan(program, params.numel(), 100, 4, [108, 166912, 8])  # an A100: no clusters
-    assert path == 0 and "no thread-block clusters" in why
+    assert path == 3 and why == ""  # streamed (cp.async from compute capability 8.0)
     steps = 3
     sch = H.LangevinSchedule.lebm(steps=steps)
     y0 = torch.randn(2, 100)
@@ -427,3 +430,90 @@ __global__ void k(const float* x, float* y) {
         assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in text, arch
         assert "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" in text, arch
         assert "cvt.rn.bf16x2.f32" in text and "cvt.rna.tf32.f32" in text, arch
+# ------------------------------------------------------------------------------ the streamed v2 variant
+def test_streamed_is_the_resident_path_bit_for_bit():
+    """The streamed engine runs WarpEngine's cores on chunks and sums the backward over the chunks in the same order:
+    every chunking (one row, 3 rows, 8, as many as a stage holds) gives the resident path's float32 result and
+    trace exactly (five heads with every activation over three layers)."""
+    prior = multi_head_prior(torch.float32)
+    sch = H.LangevinSchedule.lebm(steps=3, step_size=0.3)
+    y0 = torch.randn(5, 48)
+    noise = torch.randn(3, 5, 48)
+    for tile in (1, 3):
+        res, rtr, _ = emulate(prior, y0, sch, "resident", noise=noise, tile=tile, trace=True)
+        for rows in (1, 3, 8, 64):
+            out, tr, st = emulate(prior, y0, sch, "streamed", noise=noise, tile=tile, trace=True, stage_rows=rows)
+            assert (st["path"], st["tile"], st["cluster"]) == (3, tile, 1)
+            assert torch.equal(out, res) and torch.equal(tr, rtr), (tile, rows)
+
+
+def test_streamed_plan_and_auto_dispatch():
+    """A program too large for a 2-block cluster takes the streamed path on an H200 (and on an A100, which has no
+    clusters); v1 stays, with its reason, where the streamed variant cannot go (no cp.async before compute
+    capability 8.0; one chain's state and two rows of the widest layer over the budget, where v1's launcher then
+    reports that not even one chain fits). With a small shared-memory budget the
+    planner itself picks streamed, with a stage shrunk to the budget, and the emulation runs what it picked."""
+    big = lebm_prior("lrelu", torch.float32, in_dim=100, hidden=400, depth=2)  # 200k weights: 800 KB
+    params, program = P.build_program(big, torch.float32, "cpu")
+    for B, tile in ((100, 3), (500, 4)):  # about 44 blocks saturate the L2: 3 chains per block for B = 100
+        (path, t, cluster, threads, smem, tiles), why = _C.latent_plan(program, params.numel(), B, 4, [])
+        assert (path, t, cluster, threads, tiles) == (3, tile, 1, 256, (B + tile - 1) // tile) and why == ""
+        assert 2 * 32768 < smem <= 232448
+    (path, *_), why = _C.latent_plan(program, params.numel(), 100, 4, [108, 166912, 8])
+    assert path == 3 and why == ""
+    (path, *_), why = _C.latent_plan(program, params.numel(), 100, 4, [80, 98304, 7])  # a V100
+    assert path == 0 and "cp.async" in why and "compute capability 7" in why
+    wide = lebm_prior("lrelu", torch.float32, in_dim=40000, hidden=4, depth=1)  # one row: 156 KB
+    params_w, program_w = P.build_program(wide, torch.float32, "cpu")
+    (path, *_), why = _C.latent_plan(program_w, params_w.numel(), 1, 4, [])
+    assert path == 0 and "the streamed v2 variant needs" in why and "40000 inputs" in why, why
+
+    prior = lebm_prior("gelu", torch.float32, in_dim=40, hidden=160, depth=2)  # 32k weights: 128 KB
+    small_gpu = [132, 48 * 1024, 9]  # neither resident (128 KB) nor a cluster (64 KB per block) fits
+    params, program = P.build_program(prior, torch.float32, "cpu")
+    (path, tile, cluster, _, smem, _), why = _C.latent_plan(program, params.numel(), 3, 4, small_gpu)
+    assert (path, tile, cluster) == (3, 1, 1) and smem <= 48 * 1024 and why == ""
+    sch = H.LangevinSchedule.lebm(steps=2)
+    y0 = torch.randn(3, 40)
+    noise = torch.randn(2, 3, 40)
+    ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+    out, _, st = emulate(prior, y0, sch, "auto", noise=noise, device=small_gpu)
+    assert (st["path"], st["smem_bytes"]) == (3, smem)
+    assert (out - ref).abs().max() < 1e-4
+
+
+def test_streamed_barriers_and_banks():
+    """One barrier per chunk of each layer call on top of the walk's (LEBM's shape 40-72-72-1 with 16 rows a chunk:
+    forwards 5 + 5 chunks, backwards 5 + 5: 20 per step more than the resident path); no bank conflict in the
+    steps."""
+    prior = lebm_prior("lrelu", torch.float32, in_dim=40, hidden=72, depth=2)
+    y0 = torch.randn(2, 40)
+    noise = torch.randn(3, 2, 40)
+
+    def per_step(path, **kw):
+        runs = [emulate(prior, y0, H.LangevinSchedule.lebm(steps=k), path, noise=noise[3 - k:], tile=2, threads=256,
+                        **kw)[2] for k in (3, 2)]
+        return runs, runs[0]["block_barriers"] - runs[1]["block_barriers"]
+
+    runs, streamed = per_step("streamed", banks=True, stage_rows=16)
+    _, resident = per_step("resident")
+    assert streamed - resident == 20, (streamed, resident)
+    assert runs[0]["smem_instructions"] - runs[1]["smem_instructions"] > 500
+    assert runs[0]["conflicted"] == runs[1]["conflicted"], runs
+
+
+def test_cp_async_semantics():
+    """The emulation's cp.async: the data is in shared memory from the issuing thread's wait, visible to the others
+    after the next barrier; the classic pipeline bugs are errors that name them."""
+    out = _C.simt_selftest("cp_async")[0, 128:384].reshape(4, 64)
+    g = torch.arange(1, 257, dtype=torch.float32).reshape(4, 64)
+    src = torch.clamp(torch.arange(64) - 1, min=0)
+    torch.testing.assert_close(out, 2 * g[:, src])
+    with pytest.raises(RuntimeError, match="in flight .*wait too late"):
+        _C.simt_selftest("cp_async_early")
+    with pytest.raises(RuntimeError, match="no barrier since"):
+        _C.simt_selftest("cp_async_nobarrier")
+    with pytest.raises(RuntimeError, match="write-after-read"):
+        _C.simt_selftest("cp_async_war")
+    with pytest.raises(RuntimeError, match="misaligned cp.async of 16 bytes"):
+        _C.simt_selftest("cp_async_misaligned")

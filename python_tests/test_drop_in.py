@@ -484,7 +484,7 @@ def test_diffusion_ebm_conv_chain_generic_engine():
     assert (x_T - ref).abs().max().item() > 1e-3
 
 
-@pytest.mark.parametrize("path", ["staged", "resident", "cluster"])
+@pytest.mark.parametrize("path", ["staged", "resident", "cluster", "streamed"])
 def test_cuda_block_program_runs_the_new_activations(path):
     """The CUDA kernels' paths (executed lane by lane on the CPU by hebm::_latent_langevin_emulation) evaluate a
     converted module with every activation kind through the same core definitions as the CPU kernel."""
@@ -502,5 +502,6 @@ def test_cuda_block_program_runs_the_new_activations(path):
     e = y0.new_empty(0)
     out, _, _ = torch.ops.hebm._latent_langevin_emulation(
         y0, e, params, program, sched.coefficients(), list(sched.K), torch.empty(0, dtype=torch.int64), noise,
-        torch.zeros(2, dtype=torch.int64), False, path, 64, 3 if path == "staged" else 2, 0, False, [])
+        torch.zeros(2, dtype=torch.int64), False, path, 64, 3 if path == "staged" else 2,
+        5 if path == "streamed" else 0, False, [])  # streamed: 5 rows a chunk, so that layers take several
     assert (out - ref).abs().max().item() < 1e-10

@@ -3,24 +3,27 @@
 // the tests see the decisions the GPU will make.
 //   PATH_RESIDENT (v2): every weight of the program resident in one block's shared memory, 1-4 chains per block.
 //   PATH_CLUSTER  (v2): the same with each layer's rows split over a 2-block cluster (sm_90 and newer).
-//   PATH_STAGED   (v1): weights staged per layer in chunks; taken only when neither v2 path fits, with the reason.
+//   PATH_STREAMED (v2): every layer's rows streamed from L2 in chunks through a double-buffered cp.async stage
+//                       (streamed_linear.h; sm_80 and newer), when the weights fit neither of the above.
+//   PATH_STAGED   (v1): weights staged per layer in chunks; taken only when no v2 path fits, with the reason.
 #pragma once
 
 #include <stdint.h>
 #include <stdio.h>
 
 #include "block_sampler.h"
+#include "streamed_linear.h"
 #include "warp_linear.h"
 
 namespace hebm {
 namespace core {
 
-enum LatentPath : int { PATH_STAGED = 0, PATH_RESIDENT = 1, PATH_CLUSTER = 2 };
+enum LatentPath : int { PATH_STAGED = 0, PATH_RESIDENT = 1, PATH_CLUSTER = 2, PATH_STREAMED = 3 };
 
 struct DeviceProps {
   int sms;          // multiprocessors
   int smem_optin;   // bytes of shared memory one block may opt in to
-  int cc_major;     // compute capability (clusters from 9)
+  int cc_major;     // compute capability (cp.async from 8, clusters from 9)
 };
 
 inline DeviceProps h200_props() { return DeviceProps{132, 232448, 9}; }
@@ -33,11 +36,12 @@ struct LaunchPlan {
   int64_t tiles;   // tiles of chains (grid = tiles * cluster blocks)
   BlockLayout lay;
   int64_t smem_bytes;
-  char why[320];   // PATH_STAGED: why the v2 paths do not take the program
+  char why[400];   // PATH_STAGED: why the v2 paths do not take the program
 };
 
 constexpr int kWarpThreads = 256;   // 8 warps: rows of a 200-wide layer are 25 per warp
 constexpr int kStagedThreads = 256;
+constexpr int kStreamL2Share = 3;   // streamed: about sms / 3 blocks saturate the L2 (see want_streamed)
 
 // The weights a v2 path keeps resident (elements, with the row padding), over `cluster` blocks.
 inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster) {
@@ -69,11 +73,40 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
     P.smem_bytes = int64_t(P.lay.total) * elem;
     return P.smem_bytes <= budget;
   };
-  // v2 on one block, then on a 2-block cluster: the most chains per block (up to one wave's need) that fit;
-  // a forced path (the emulation's tests) takes the requested tile whatever the budget.
+  // Streamed: every block reads every weight from L2 twice per step, so the L2's bandwidth is shared by the blocks
+  // that stream: more chains per block (fewer blocks) until about sms / kStreamL2Share blocks run, where the L2
+  // (~5.5 TB/s) stops being the limit and one SM's L2 port (~64 B/clk, ~127 GB/s) is (docs/CUDA_KERNELS.md).
+  auto want_streamed = [&]() {
+    const int64_t blocks = d.sms / kStreamL2Share > 0 ? d.sms / kStreamL2Share : 1;
+    int64_t c = (B + blocks - 1) / blocks;
+    c = c < 1 ? 1 : (c > kWarpMaxChains ? kWarpMaxChains : c);
+    return tile_request > 0 ? tile_request : int(c);
+  };
+  // Stages of kStreamStageBytes, smaller when the budget is tight, never less than one row of the widest layer.
+  const int max_ldw = streamed_max_ldw(p);
+  auto make_streamed = [&](int c, bool forced) {
+    const int state = block_layout(p, c, 0).total + streamed_part_elems(c, p.max_width);
+    int stage = kStreamStageBytes / elem;
+    const int64_t room = (budget / elem - state) / 2 / 4 * 4;
+    if (!forced && room < stage) stage = int(room);
+    if (stage < max_ldw) stage = max_ldw;
+    P.path = PATH_STREAMED;
+    P.tile = c;
+    P.cluster = 1;
+    P.lay = streamed_layout(p, c, stage);
+    P.tiles = (B + c - 1) / c;
+    P.smem_bytes = int64_t(P.lay.total) * elem;
+    return P.smem_bytes <= budget;
+  };
+  // v2 on one block, then on a 2-block cluster, then streamed: the most chains per block (up to one wave's need)
+  // that fit; a forced path (the emulation's tests) takes the requested tile whatever the budget.
   if (path_request == PATH_RESIDENT || path_request == PATH_CLUSTER) {
     const int cs = path_request == PATH_CLUSTER ? 2 : 1;
     make(path_request, want(cs), cs);
+    return P;
+  }
+  if (path_request == PATH_STREAMED) {
+    make_streamed(want_streamed(), true);
     return P;
   }
   if (path_request < 0) {
@@ -86,20 +119,31 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
         if (make(PATH_CLUSTER, c, 2)) return P;
         if (tile_request > 0) break;
       }
+    if (d.cc_major >= 8)
+      for (int c = want_streamed(); c >= 1; --c) {
+        if (make_streamed(c, false)) return P;
+        if (tile_request > 0) break;
+      }
   }
   // v1
   const int64_t w1 = resident_weight_elems(p, 1) * elem, w2 = resident_weight_elems(p, 2) * elem;
-  if (d.cc_major >= 9)
+  const int kb = budget / 1024 > 0 ? int(budget / 1024) : 0;
+  const int64_t one = (int64_t(block_layout(p, 1, 0).total) + streamed_part_elems(1, p.max_width) + 2 * max_ldw) *
+                      elem;
+  char cl[80] = "";
+  if (d.cc_major >= 9) snprintf(cl, sizeof(cl), ", %lld KB per block of a 2-block cluster", (long long)(w2 / 1024));
+  if (d.cc_major >= 8)
     snprintf(P.why, sizeof(P.why),
-             "the program's weights (%lld KB fp32 resident, %lld KB per block of a 2-block cluster, plus the chains' "
-             "state) do not fit in the %d KB of shared memory a block may use; the streamed v2 variant is not built "
-             "yet",
-             (long long)(w1 / 1024), (long long)(w2 / 1024), budget / 1024 > 0 ? int(budget / 1024) : 0);
+             "the program's weights (%lld KB fp32 resident%s, plus the chains' state) do not fit in the %d KB of "
+             "shared memory a block may use, and the streamed v2 variant needs %lld KB for one chain (its state and "
+             "two stage rows of the widest layer, %d inputs)",
+             (long long)(w1 / 1024), cl, kb, (long long)((one + 1023) / 1024), max_ldw);
   else
     snprintf(P.why, sizeof(P.why),
              "the program's weights (%lld KB fp32 resident, plus the chains' state) do not fit in the %d KB of shared "
-             "memory a block may use, and this device (compute capability %d) has no thread-block clusters",
-             (long long)(w1 / 1024), int(budget / 1024), d.cc_major);
+             "memory a block may use, and this device (compute capability %d) has neither thread-block clusters "
+             "(9.0) nor cp.async for the streamed v2 variant (8.0)",
+             (long long)(w1 / 1024), kb, d.cc_major);
   P.path = PATH_STAGED;
   P.cluster = 1;
   P.threads = kStagedThreads;

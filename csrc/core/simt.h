@@ -16,6 +16,12 @@
 //   mma_bf16_16816(d, a, b, c)                  warp-wide tensor-core products D = A B + C (mma.sync, sm_80+):
 //   mma_tf32_1688(d, a, b, c)                   m16n8k16 bf16 and m16n8k8 tf32 with fp32 accumulation; the lane
 //                                               layouts and the fragment helpers are below ("MMA fragments")
+//   cp_async16(dst, src) cp_async_elem(dst, src)   asynchronous copy global -> shared of 16 bytes (both 16-byte
+//                                               aligned; cp.async.cg) / of one element (4 or 8 bytes; cp.async.ca)
+//   cp_async_commit() cp_async_wait<N>()        close this thread's open copies into a group / wait until at most
+//                                               N of its groups are in flight (cp.async.wait_group N). A copy is in
+//                                               shared memory once the issuing thread's wait covers its group, and
+//                                               visible to other threads after a barrier that follows that wait.
 // Two implementations: DeviceCtx below (CUDA intrinsics, inline PTX) and EmuCtx (csrc/cpu/simt_emulation.h), which
 // runs every thread of a block (and of a cluster) as a fiber on the CPU, switching lanes at every warp collective
 // and barrier, so the same kernel source runs lane by lane on a machine without a GPU.
@@ -146,6 +152,36 @@ struct DeviceCtx {
     __trap();  // no tf32 mma.sync before sm_80: the launcher never selects a tensor-core kernel there
 #endif
   }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  // cp.async (sm_80+): .cg caches in L2 only (streamed weights are read once per block per step), .ca for the
+  // 4-/8-byte element copies (.cg takes 16 bytes only).
+  template <typename T>
+  __device__ __forceinline__ void cp_async16(T* dst, const T* src) const {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
+  }
+  template <typename T>
+  __device__ __forceinline__ void cp_async_elem(T* dst, const T* src) const {
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8, "cp.async copies 4- or 8-byte elements");
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" ::"r"(s), "l"(src), "n"(int(sizeof(T))) : "memory");
+  }
+  __device__ __forceinline__ void cp_async_commit() const { asm volatile("cp.async.commit_group;" ::: "memory"); }
+  template <int N>
+  __device__ __forceinline__ void cp_async_wait() const { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+#else
+  // Before sm_80 there is no cp.async: synchronous copies (visible after the same barrier), waits are no-ops.
+  // (The launcher takes the streamed path only on 8.0 and newer.)
+  template <typename T>
+  __device__ __forceinline__ void cp_async16(T* dst, const T* src) const {
+    *reinterpret_cast<float4*>(dst) = *reinterpret_cast<const float4*>(src);
+  }
+  template <typename T>
+  __device__ __forceinline__ void cp_async_elem(T* dst, const T* src) const { *dst = *src; }
+  __device__ __forceinline__ void cp_async_commit() const {}
+  template <int N>
+  __device__ __forceinline__ void cp_async_wait() const {}
+#endif
 };
 #endif
 

@@ -64,22 +64,31 @@ struct WarpEngine {
   template <int A>
   HEBM_BLOCK_FN void forward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H, T* DH,
                              const int* trow, T slope) const {
-    const LinearDesc& L = a.prog.lin[jl];
-    const int ldw = a.lay.ldw[jl];
     int r0, r1;
     own_rows(a, jl, r0, r1);
-    const T* Ws = smem + a.lay.w[jl];
-    const int lane = ctx.lane();
-    const int npass = (L.in + kWarpInputsInRegs - 1) / kWarpInputsInRegs;
     T* Hp = CS > 1 ? ctx.map_rank(H, rank ^ 1) : H;
     T* DHp = CS > 1 ? ctx.map_rank(DH, rank ^ 1) : DH;
-    T xr[C][2][4];
+    forward_rows<A>(ctx, a, smem, jl, smem + a.lay.w[jl], r0, r1 - r0, X, ldx, H, DH, Hp, DHp, trow, slope);
+  }
+
+  // The forward core: output rows [r0, r0 + nrows) of linear jl, row r0 + jr of the weights at Ws + jr * ldw in
+  // shared memory (the resident tile, or a streamed chunk: streamed_linear.h); H[c][j] = act(X[c] . W[j] + b[j]
+  // (+ tb[t_c][j])), DH = act', written also to Hp / DHp (the cluster peer's copies; = H / DH on one block).
+  template <int A>
+  HEBM_BLOCK_FN void forward_rows(Ctx& ctx, const BlockArgs<T>& a, const T* smem, int jl, const T* Ws, int r0,
+                                  int nrows, const T* X, int ldx, T* H, T* DH, T* Hp, T* DHp, const int* trow,
+                                  T slope) const {
+    const LinearDesc& L = a.prog.lin[jl];
     // the inputs' rows start 16-byte aligned (hidden layers; a head's slice when its offset and D are multiples of 4)
     const bool xvec = ((X - smem) % 4) == 0 && ldx % 4 == 0;
+    const int ldw = a.lay.ldw[jl];
+    const int lane = ctx.lane();
+    const int npass = (L.in + kWarpInputsInRegs - 1) / kWarpInputsInRegs;
+    T xr[C][2][4];
     // This warp's rows r0 + warp + nwarps * i, R at a time: R x C independent dot products, their loads and
     // their shuffle sums in flight together.
     constexpr int R = C <= 2 ? 4 : 2;
-    const int nw = ctx.nwarps(), w0 = ctx.warp(), nrows = r1 - r0;
+    const int nw = ctx.nwarps(), w0 = ctx.warp();
     for (int i0 = 0; w0 + nw * i0 < nrows; i0 += R) {
       T acc[R * C];
       HEBM_UNROLL
@@ -157,6 +166,18 @@ struct WarpEngine {
     }
   }
 
+  // The backward core, one input column i of linear L (lane-owned): acc[c] += sum over the rows o in [o0, o1) of
+  // DIN[c][o] * (dinw ? dinw[o] : 1) * W[o][i], row o of the weights at Ws + (o - o0) * ldw in shared memory.
+  HEBM_BLOCK_FN void backward_column(Ctx& ctx, const LinearDesc& L, const T* Ws, int ldw, int o0, int o1,
+                                     const T* DIN, const T* dinw, int i, bool ok, T* acc) const {
+    for (int o = o0; o < o1; ++o) {
+      const T w = ok ? ctx.sh(Ws + (o - o0) * ldw + i) : T(0);
+      const T s = dinw ? dinw[o] * w : w;
+      HEBM_UNROLL
+      for (int c = 0; c < C; ++c) acc[c] += ctx.sh(DIN + c * L.out + o) * s;
+    }
+  }
+
   HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, const T* dinw, T* DOUT,
                               const T* DHprev, T* G, int ldg, int goff, const int* alpha_rows) const {
     const LinearDesc& L = a.prog.lin[jl];
@@ -173,12 +194,7 @@ struct WarpEngine {
       T acc[C];
       HEBM_UNROLL
       for (int c = 0; c < C; ++c) acc[c] = T(0);
-      for (int o = r0; o < r1; ++o) {
-        const T w = ok ? ctx.sh(Ws + (o - r0) * ldw + i) : T(0);
-        const T s = dinw ? dinw[o] * w : w;
-        HEBM_UNROLL
-        for (int c = 0; c < C; ++c) acc[c] += ctx.sh(DIN + c * L.out + o) * s;
-      }
+      backward_column(ctx, L, Ws, ldw, r0, r1, DIN, dinw, i, ok, acc);
       if (!ok) continue;
       HEBM_UNROLL
       for (int c = 0; c < C; ++c) {

@@ -11,6 +11,7 @@
 
 #include "core/block_sampler.h"
 #include "core/launch_plan.h"
+#include "core/streamed_linear.h"
 #include "core/warp_linear.h"
 #include "cpu/simt_emulation.h"
 #include "latent_checks.h"
@@ -32,7 +33,9 @@ int path_code(c10::string_view path) {
   if (path == "staged") return core::PATH_STAGED;
   if (path == "resident") return core::PATH_RESIDENT;
   if (path == "cluster") return core::PATH_CLUSTER;
-  TORCH_CHECK(false, "path must be 'auto', 'staged', 'resident' or 'cluster', got '", std::string(path), "'");
+  if (path == "streamed") return core::PATH_STREAMED;
+  TORCH_CHECK(false, "path must be 'auto', 'staged', 'resident', 'cluster' or 'streamed', got '", std::string(path),
+              "'");
 }
 
 template <typename T, class Eng>
@@ -71,6 +74,16 @@ emu::Stats emulate(const LatentTensors& call, const core::LaunchPlan& P, int thr
     run_grid<T, core::StagedEngine<T, emu::EmuCtx>>(a, 1, threads, banks, st);
     return st;
   }
+  if (P.path == core::PATH_STREAMED) {
+    switch (P.tile) {
+#define HEBM_EMU_CASE(C) \
+  case C: run_grid<T, core::StreamedEngine<T, emu::EmuCtx, C>>(a, 1, threads, banks, st); break;
+      HEBM_EMU_CASE(1) HEBM_EMU_CASE(2) HEBM_EMU_CASE(3) HEBM_EMU_CASE(4)
+#undef HEBM_EMU_CASE
+      default: TORCH_CHECK(false, "the v2 paths take 1-4 chains per block, got ", P.tile);
+    }
+    return st;
+  }
   const int cs = P.cluster;
   switch (P.tile * 4 + cs) {
 #define HEBM_EMU_CASE(C, CS) \
@@ -107,6 +120,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
   TORCH_CHECK(req < 0 || P.path == req, "latent_langevin emulation: path '", std::string(path), "' was not taken");
   if (P.path == core::PATH_STAGED && stage_rows > 0) {
     P.lay = core::block_layout(t.c.prog, P.tile, core::block_stage_elems(t.c.prog, int(stage_rows)));
+  }
+  if (P.path == core::PATH_STREAMED && stage_rows > 0) {  // at most stage_rows rows per chunk
+    P.lay = core::streamed_layout(t.c.prog, P.tile, core::streamed_stage_elems(P.lay, t.c.prog.max_width),
+                                  int(stage_rows));
   }
   TORCH_CHECK(P.tile >= 1, "latent_langevin emulation: not even one chain fits the shared-memory budget");
   TORCH_CHECK(P.path == core::PATH_STAGED || P.tile <= core::kWarpMaxChains, "the v2 paths take 1-",

@@ -122,6 +122,14 @@ Cluster::Cluster(int nblocks, int nthreads, size_t smem_bytes, bool banks)
   mma_.resize(threads_.size() * 2 * EmuCtx::kMmaRegs);
   for (size_t i = 0; i < threads_.size(); ++i) stacks_.emplace_back(new char[kStack]);
   accesses_.resize(size_t(nblocks) * (nthreads / 32));
+  shadow_.resize(nblocks);
+  const size_t words = (smem_bytes + 3) / 4;
+  for (Shadow& sh : shadow_) {
+    sh.inflight.resize(words);
+    sh.landed.resize(words);
+    sh.epoch.resize(words);
+    sh.who.resize(words);
+  }
 }
 
 Cluster::~Cluster() {
@@ -158,6 +166,13 @@ void Cluster::run(const std::function<void(EmuCtx&)>& body, int64_t index) {
       t.fiber = fresh_context(stacks_[size_t(b) * nthreads_ + i].get(), this, &t);
     }
   for (auto& a : accesses_) a.clear();
+  for (Shadow& sh : shadow_) {
+    std::fill(sh.inflight.begin(), sh.inflight.end(), 0);
+    std::fill(sh.landed.begin(), sh.landed.end(), 0);
+    std::fill(sh.epoch.begin(), sh.epoch.end(), 0);
+    sh.landed_words.clear();
+    sh.cur = 1;
+  }
   const int nw = nthreads_ / 32;
   for (;;) {
     bool ran_any = false;
@@ -321,6 +336,7 @@ bool Cluster::release_barriers() {
   if (all) {
     for (Thread& t : threads_) t.state = Thread::READY;
     ++stats_.cluster_barriers;
+    for (int b = 0; b < nblocks_; ++b) barrier_epoch(b);
     return true;
   }
   for (int b = 0; b < nblocks_; ++b) {
@@ -330,6 +346,7 @@ bool Cluster::release_barriers() {
     if (full) {
       for (int i = 0; i < nthreads_; ++i) bt[i].state = Thread::READY;
       ++stats_.block_barriers;
+      barrier_epoch(b);
       any = true;
     }
     for (int id = 1; id <= 15; ++id) {
@@ -388,10 +405,120 @@ void Cluster::check(const Thread* t, const void* p, size_t bytes, size_t align, 
           << " (needs " << align << "-byte alignment)";
         fail(t, s.str());
       }
+      track(t, b, a - lo, bytes);
       return;
     }
   }
   fail(t, std::string("shared-memory ") + what + " outside every block's shared memory (a global or stray pointer)");
+}
+
+std::string Cluster::who_(int32_t g) const {
+  if (g < 0) return "several threads";
+  std::ostringstream s;
+  s << "block " << (index_ * nblocks_ + g / nthreads_) << " thread " << g % nthreads_ << " (warp "
+    << g % nthreads_ / 32 << ", lane " << g % 32 << ")";
+  return s.str();
+}
+
+static std::string byte_range(int b, uintptr_t off, size_t bytes) {
+  std::ostringstream s;
+  s << "shared-memory bytes [" << off << ", " << off + bytes << ") of block rank " << b;
+  return s.str();
+}
+
+// Every access (sh, ld4, st4) of thread t to bytes [off, off + bytes) of block b: the cp.async checks.
+void Cluster::track(const Thread* t, int b, uintptr_t off, size_t bytes) {
+  Shadow& S = shadow_[b];
+  const int32_t g = int32_t(t->block * nthreads_ + t->tid);
+  for (size_t w = off / 4; w < (off + bytes + 3) / 4; ++w) {
+    if (S.inflight[w])
+      fail(t, "access to " + byte_range(b, off, bytes) + " while a cp.async into them is in flight (issued by " +
+                  who_(S.inflight[w] - 1) +
+                  " and not yet covered by its cp.async.wait_group: a read before the wait, or a wait too late)");
+    if (S.landed[w] && S.landed[w] != g + 1)
+      fail(t, "access to " + byte_range(b, off, bytes) + " that " + who_(S.landed[w] - 1) +
+                  " copied with cp.async and waited for, with no barrier since (the barrier between the wait and "
+                  "the other threads' reads is missing)");
+    if (S.epoch[w] != S.cur) {
+      S.epoch[w] = S.cur;
+      S.who[w] = g;
+    } else if (S.who[w] != g) {
+      S.who[w] = -1;
+    }
+  }
+}
+
+// A block (or cluster) barrier completed for block b: what landed is visible to every thread, accesses before it
+// are ordered before every later copy.
+void Cluster::barrier_epoch(int b) {
+  Shadow& S = shadow_[b];
+  ++S.cur;
+  for (int32_t w : S.landed_words) S.landed[w] = 0;
+  S.landed_words.clear();
+}
+
+void Cluster::cp_async(Thread* t, void* dst, const void* src, int bytes) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(aligned(smem_[t->block]));
+  for (int b = 0; b < nblocks_; ++b) {
+    const uintptr_t l = reinterpret_cast<uintptr_t>(aligned(smem_[b]));
+    if (s >= l && s < l + smem_bytes_ + 64) fail(t, "cp.async source in shared memory (it copies global -> shared)");
+  }
+  if (a < lo || a >= lo + smem_bytes_ + 64)
+    fail(t, "cp.async destination outside this block's shared memory (a global, peer or stray pointer)");
+  if (a + bytes > lo + smem_bytes_) {
+    std::ostringstream m;
+    m << "cp.async destination out of bounds: bytes [" << (a - lo) << ", " << (a - lo + bytes) << ") of "
+      << smem_bytes_ << " bytes";
+    fail(t, m.str());
+  }
+  if (a % bytes || s % bytes) {
+    std::ostringstream m;
+    m << "misaligned cp.async of " << bytes << " bytes: shared byte " << (a - lo) << ", global address " << s
+      << " (both need " << bytes << "-byte alignment)";
+    fail(t, m.str());
+  }
+  Shadow& S = shadow_[t->block];
+  const int32_t g = int32_t(t->block * nthreads_ + t->tid);
+  const uintptr_t off = a - lo;
+  for (uintptr_t w = off / 4; w < (off + bytes) / 4; ++w) {
+    if (S.inflight[w])
+      fail(t, "cp.async into " + byte_range(t->block, off, bytes) + " while " + who_(S.inflight[w] - 1) +
+                  "'s copy into them is still in flight");
+    if (S.landed[w] && S.landed[w] != g + 1)
+      fail(t, "cp.async into " + byte_range(t->block, off, bytes) + " that " + who_(S.landed[w] - 1) +
+                  " copied and waited for, with no barrier since");
+    if (S.epoch[w] == S.cur && S.who[w] != g)
+      fail(t, "cp.async overwrites " + byte_range(t->block, off, bytes) + " that " + who_(S.who[w]) +
+                  " accessed since the last barrier (write-after-read: a barrier is missing between the last reads "
+                  "of this buffer and its refill)");
+  }
+  for (uintptr_t w = off / 4; w < (off + bytes) / 4; ++w) S.inflight[w] = g + 1;
+  t->async_open.push_back(AsyncCopy{dst, src, bytes});
+}
+
+void Cluster::cp_async_commit(Thread* t) {
+  t->async_groups.push_back(std::move(t->async_open));
+  t->async_open.clear();
+}
+
+// cp.async.wait_group n: the thread's groups but the newest n complete (the copies are performed now).
+void Cluster::cp_async_wait(Thread* t, int n) {
+  Shadow& S = shadow_[t->block];
+  const int32_t g = int32_t(t->block * nthreads_ + t->tid);
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(aligned(smem_[t->block]));
+  while (int(t->async_groups.size()) > n) {
+    for (const AsyncCopy& c : t->async_groups.front()) {
+      memcpy(c.dst, c.src, size_t(c.bytes));
+      const uintptr_t off = reinterpret_cast<uintptr_t>(c.dst) - lo;
+      for (uintptr_t w = off / 4; w < (off + c.bytes) / 4; ++w) {
+        S.inflight[w] = 0;
+        if (S.landed[w] != g + 1) S.landed_words.push_back(int32_t(w));
+        S.landed[w] = g + 1;
+      }
+    }
+    t->async_groups.pop_front();
+  }
 }
 
 void* Cluster::resolve(const Thread* t, void* p, int rank) {

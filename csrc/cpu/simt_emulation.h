@@ -16,6 +16,16 @@
 //     map_rank, a cluster peer's) buffer and is aligned; in bank mode every warp access instruction (matched by
 //     call site and per-lane occurrence between two collectives) is replayed against 32 banks of 4 bytes:
 //     wavefronts = sum over 128-byte phases of the largest number of distinct words one bank serves.
+//   - cp.async (cp_async16 / cp_async_elem, commit, wait<N>): a copy is queued in the issuing thread's open group;
+//     commit closes the group; wait<N> performs the copies of the thread's oldest groups until at most N remain
+//     (the hardware's cp.async.wait_group N), so the data is in shared memory only from the issuing thread's wait.
+//     Checked (errors naming the bytes and the threads): any access to a word with a copy in flight (read before
+//     the wait); another thread's access to a word that landed at a wait with no block (or cluster) barrier since
+//     (the barrier between the wait and other warps' reads is missing); a copy into a word that another thread
+//     accessed since the last barrier (write-after-read: the refill of a buffer still being read); two copies in
+//     flight into one word; bounds and alignment (16 bytes, or the element size) like ld4/st4. Accesses are
+//     ordered by block and cluster barriers only (a kernel that orders cp.async buffers by named barriers alone
+//     would be reported).
 // Between two collectives a lane runs alone, so a missing barrier lets a lane read what its block has not written
 // yet, exactly the bug the barrier prevents on the GPU: the tests see it as a wrong result.
 #pragma once
@@ -23,6 +33,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -59,6 +70,13 @@ struct Stats {
 
 class Cluster;
 
+// One queued cp.async copy.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  int bytes;
+};
+
 // One emulated thread.
 struct Thread {
   enum State { READY, AT_WARP, AT_BAR, AT_NAMED, AT_CLUSTER, DONE };
@@ -71,6 +89,8 @@ struct Thread {
   uint64_t value = 0;               // shuffle operand
   void* fiber = nullptr;            // saved context
   std::unordered_map<uintptr_t, int> site_count;  // bank mode: occurrences of each access site in this epoch
+  std::vector<AsyncCopy> async_open;               // cp.async copies not committed yet
+  std::deque<std::vector<AsyncCopy>> async_groups; // committed groups, oldest first
 };
 
 class Cluster {
@@ -102,6 +122,9 @@ class Cluster {
   void record(Thread* t, const void* p, int bytes, uintptr_t site);
   [[noreturn]] void fail(const Thread* t, const std::string& msg);
   void* resolve(const Thread* t, void* p, int rank);
+  void cp_async(Thread* t, void* dst, const void* src, int bytes);
+  void cp_async_commit(Thread* t);
+  void cp_async_wait(Thread* t, int n);
 
  private:
   struct Access {
@@ -130,6 +153,19 @@ class Cluster {
   std::string error_;
   Stats stats_;
   std::vector<std::map<std::pair<uintptr_t, int>, Access>> accesses_;  // per warp (bank mode)
+  // The cp.async checks, per block and 4-byte word of its shared memory; threads as block * nthreads + tid.
+  struct Shadow {
+    std::vector<int32_t> inflight;  // 1 + the thread whose copy into the word is issued, not yet waited for; 0 none
+    std::vector<int32_t> landed;    // 1 + the thread whose copy landed at its wait, no barrier since; 0 none
+    std::vector<int32_t> epoch;     // the barrier epoch of the word's last access (0: none)
+    std::vector<int32_t> who;       // the thread of the accesses in that epoch, -1: several threads
+    std::vector<int32_t> landed_words;  // the words with landed != 0
+    int32_t cur = 1;                // barrier epoch: block and cluster barriers completed + 1
+  };
+  std::vector<Shadow> shadow_;
+  void track(const Thread* t, int b, uintptr_t off, size_t bytes);
+  void barrier_epoch(int b);
+  std::string who_(int32_t g) const;
   friend void fiber_main(Cluster* c, Thread* t);
 };
 
@@ -202,6 +238,22 @@ class EmuCtx {
 
   enum { kSyncWarp = 1, kXor = 2, kDown = 3, kUp = 4, kIdx = 5, kMmaBf16 = 6, kMmaTf32 = 7 };
   static constexpr int kMmaRegs = 10;
+  template <typename T>
+  void cp_async16(T* dst, const T* src) const {
+    c_->cp_async(t_, static_cast<void*>(dst), static_cast<const void*>(src), 16);
+  }
+  template <typename T>
+  void cp_async_elem(T* dst, const T* src) const {
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8, "cp.async copies 4- or 8-byte elements");
+    c_->cp_async(t_, static_cast<void*>(dst), static_cast<const void*>(src), int(sizeof(T)));
+  }
+  void cp_async_commit() const { c_->cp_async_commit(t_); }
+  template <int N>
+  void cp_async_wait() const {
+    static_assert(N >= 0, "cp.async.wait_group takes a non-negative count");
+    c_->cp_async_wait(t_, N);
+  }
+
 
  private:
   template <typename T>

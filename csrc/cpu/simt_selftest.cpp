@@ -86,6 +86,36 @@ void banks(EmuCtx& ctx, float* s, int pattern) {
   }
 }
 
+// cp.async through a double buffer of two 64-float stages (64 threads): chunk ch of the global array g (4 chunks
+// of 64 floats) lands in stage ch % 2 (16 threads x 16 bytes); thread t writes 2 x element max(t - 1, 0) of every
+// chunk (another thread's copy) to out[ch][t]. variant 0: the correct pipeline (wait, barrier, refill the other
+// stage, compute); 1: the read before the wait; 2: no barrier between the wait and the reads; 3: the refill before
+// the barrier (thread 63 refills a stage the others read since the last barrier: write-after-read); 4: a
+// misaligned 16-byte copy.
+void cp_async_pipeline(EmuCtx& ctx, float* s, const float* g, int variant) {
+  const int t = ctx.tid();
+  float* stage[2] = {s, s + 64};
+  float* out = s + 128;
+  auto issue = [&](int ch) {
+    for (int q = 0; q < 16; ++q) {
+      if (variant == 3 ? t == 63 : q == t) {
+        const int k = 4 * q + (variant == 4 && q == 3 ? 1 : 0);
+        ctx.cp_async16(stage[ch & 1] + k, g + ch * 64 + 4 * q);
+      }
+    }
+    ctx.cp_async_commit();
+  };
+  issue(0);
+  for (int ch = 0; ch < 4; ++ch) {
+    if (variant != 1) ctx.cp_async_wait<0>();
+    if (variant == 3 && ch + 1 < 4) issue(ch + 1);
+    if (variant != 2) ctx.sync();
+    if (variant != 3 && ch + 1 < 4) issue(ch + 1);
+    ctx.sh(out + ch * 64 + t) = 2.f * ctx.sh(stage[ch & 1] + (t > 0 ? t - 1 : 0));
+  }
+  ctx.cp_async_wait<0>();
+}
+
 }  // namespace
 
 // Runs test kernel `name`; returns its shared memory (float, the first block's, then the second's for 'cluster'),
@@ -101,6 +131,24 @@ at::Tensor simt_selftest(c10::string_view name_) {
       out.push_back(c.stats().ideal_wavefronts);
     }
     return at::tensor(out).reshape({7, 2});
+  }
+  if (name.rfind("cp_async", 0) == 0) {  // cp_async, cp_async_early, _nobarrier, _war, _misaligned
+    const char* variants[] = {"cp_async", "cp_async_early", "cp_async_nobarrier", "cp_async_war",
+                              "cp_async_misaligned"};
+    int v = -1;
+    for (int i = 0; i < 5; ++i) v = name == variants[i] ? i : v;
+    TORCH_CHECK(v >= 0, "unknown self-test ", name);
+    alignas(64) float g[256];
+    for (int i = 0; i < 256; ++i) g[i] = float(i + 1);
+    emu::Cluster c(1, 64, 2048, false);
+    try {
+      c.run([&](EmuCtx& ctx) { cp_async_pipeline(ctx, reinterpret_cast<float*>(c.smem(0)), g, v); }, 0);
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, e.what());
+    }
+    at::Tensor out = at::empty({1, 512}, at::kFloat);
+    memcpy(out.data_ptr<float>(), c.smem(0), 2048);
+    return out;
   }
   const int blocks = name == "cluster" ? 2 : 1;
   const int threads = name == "named" ? 192 : 64;

@@ -1,6 +1,7 @@
 // CUDA fused latent sampler: ONE launch runs every Langevin step of every timestep. The launcher picks the path
 // (csrc/core/launch_plan.h): v2 with every weight resident in shared memory on one block or a 2-block cluster
-// (csrc/core/warp_linear.h), else v1 with staged weights (block_sampler.h's StagedEngine), whose reason the caller
+// (csrc/core/warp_linear.h), else v2 streaming the weights through a cp.async double buffer
+// (csrc/core/streamed_linear.h), else v1 with staged weights (block_sampler.h's StagedEngine), whose reason the caller
 // turns into a warning. Launched on the caller's stream, no host synchronisation, the Philox seed read from device
 // memory (CUDA-graph safe). Includes nothing from ATen.
 #include <cuda_runtime.h>
@@ -9,6 +10,7 @@
 
 #include "core/block_sampler.h"
 #include "core/launch_plan.h"
+#include "core/streamed_linear.h"
 #include "core/warp_linear.h"
 #include "cuda/latent_cuda.h"
 
@@ -44,6 +46,14 @@ __global__ void __launch_bounds__(core::kWarpThreads, 1) latent_cluster_kernel(c
 #else
   __trap();  // the launcher takes the cluster path only on compute capability 9.0 and newer
 #endif
+}
+
+template <int C>
+__global__ void __launch_bounds__(core::kWarpThreads, 1) latent_streamed_kernel(const core::BlockArgs<float> a) {
+  extern __shared__ float4 smem4[];
+  DeviceCtx ctx;
+  core::block_program<float, DeviceCtx, core::StreamedEngine<float, DeviceCtx, C>>(
+      ctx, a, reinterpret_cast<float*>(smem4), blockIdx.x);
 }
 
 thread_local char g_msg[512];
@@ -101,6 +111,14 @@ const char* latent_langevin_cuda_launch(const LatentCudaCall& c, int* path, cons
   a.lay = P.lay;
   const cudaStream_t s = static_cast<cudaStream_t>(c.stream);
   if (P.path == core::PATH_STAGED) return launch(latent_staged_kernel, P, a, s);
+  if (P.path == core::PATH_STREAMED) {
+    switch (P.tile) {
+      case 1: return launch(latent_streamed_kernel<1>, P, a, s);
+      case 2: return launch(latent_streamed_kernel<2>, P, a, s);
+      case 3: return launch(latent_streamed_kernel<3>, P, a, s);
+      default: return launch(latent_streamed_kernel<4>, P, a, s);
+    }
+  }
   const bool cl = P.path == core::PATH_CLUSTER;
   switch (P.tile) {
     case 1: return cl ? launch(latent_cluster_kernel<1>, P, a, s) : launch(latent_resident_kernel<1>, P, a, s);

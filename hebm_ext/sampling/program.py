@@ -55,7 +55,11 @@ class _Builder:
         self.dtype, self.device = dtype, device
         self.chunks, self.size = [], 0
 
-    def add(self, t: torch.Tensor) -> int:
+    def add(self, t: torch.Tensor, align: int = 1) -> int:
+        pad = -self.size % align
+        if pad:  # zeros made on the device (a fill kernel, no host-to-device copy)
+            self.chunks.append(torch.zeros(pad, dtype=self.dtype, device=self.device))
+            self.size += pad
         off = self.size
         flat = t.detach().reshape(-1).to(dtype=self.dtype, device=self.device)
         self.chunks.append(flat)
@@ -76,7 +80,9 @@ def _linear_entry(b: _Builder, w: torch.Tensor, bias, tb_off: int, act: str = "i
     """(in, out, w, b, tb, act, act_param) of one linear layer (csrc/core/program.h, version 2)."""
     code = ACT_CODES[act]
     p = b.scalar(param) if act in ACT_WITH_PARAM else -1
-    return [w.shape[1], w.shape[0], b.add(w), b.add(bias) if bias is not None else -1, tb_off, code, p]
+    # weights at a multiple of 4 elements: with in % 4 == 0 every row starts 16-byte aligned, which the CUDA
+    # streamed path's 16-byte cp.async needs (csrc/core/streamed_linear.h; element copies otherwise)
+    return [w.shape[1], w.shape[0], b.add(w, align=4), b.add(bias) if bias is not None else -1, tb_off, code, p]
 
 
 def _mlp_entries(b: _Builder, mlp: MLP, in_off: int, role: int, out_off: int, out_dim: int):
