@@ -1,14 +1,13 @@
 """Reads `nvcc -Xptxas -v` output on stdin; prints registers / stack / spills / shared memory per kernel and arch;
-exits 1 when a hot kernel (the fused sampler's v2 paths, the update op) spills to local memory. The v1 staged
-kernel is the fallback for programs the v2 paths do not take (a warning names why it runs); a spill there is
-printed as a warning (it spills 212 bytes on sm_90 since the 8 activation kinds of the drop-in issue, a known
-item for the GPU session: docs/CUDA_KERNELS.md)."""
+exits 1 when a sampler kernel spills to local memory: the v2 paths, the update op, and the v1 staged fallback (it
+spilled 212 bytes on sm_90 while it had one instantiation of its forward per activation kind; one instantiation
+with the kind dispatched per element in its epilogue removed the spill: docs/CUDA_KERNELS.md)."""
 import re
 import subprocess
 import sys
 
-HOT = ("latent_resident_kernel", "latent_cluster_kernel", "latent_streamed_kernel", "update_kernel")
-FALLBACK = ("latent_staged_kernel",)
+HOT = ("latent_resident_kernel", "latent_cluster_kernel", "latent_streamed_kernel", "latent_staged_kernel",
+       "update_kernel")
 rows, cur = [], None
 for line in sys.stdin:
     m = re.search(r"Compiling entry function '([^']+)' for '(sm_\d+a?)'", line)
@@ -32,7 +31,7 @@ try:
                            text=True, check=True).stdout.splitlines()
 except (OSError, subprocess.CalledProcessError):
     names = [r["mangled"] for r in rows]
-bad, warn = [], []
+bad = []
 print(f"{'kernel':70s} {'arch':6s} {'regs':>5s} {'stack':>6s} {'spill st':>9s} {'spill ld':>9s} {'static smem':>11s}")
 for r, n in zip(rows, names):
     n = re.sub(r"^void |hebm::cuda::|\(anonymous namespace\)::|hebm::core::", "", n)
@@ -40,12 +39,8 @@ for r, n in zip(rows, names):
     print(f"{n[:70]:70s} {r['arch']:6s} {r['regs']:>5} {r['stack']:>6} {r['spill_st']:>9} {r['spill_ld']:>9} {r['smem']:>11}")
     if any(h in r["mangled"] for h in HOT) and (r["spill_st"] or r["spill_ld"]):
         bad.append(f"{n} ({r['arch']}): {r['spill_st']} bytes spill stores, {r['spill_ld']} bytes spill loads")
-    if any(h in r["mangled"] for h in FALLBACK) and (r["spill_st"] or r["spill_ld"]):
-        warn.append(f"{n} ({r['arch']}): {r['spill_st']} bytes spill stores, {r['spill_ld']} bytes spill loads")
 if not rows:
     sys.exit("ptxas printed no kernel: was -Xptxas -v passed?")
-if warn:
-    print("warning: the v1 fallback kernel spills to local memory:\n  " + "\n  ".join(warn))
 if bad:
-    sys.exit("hot kernels spill to local memory:\n  " + "\n  ".join(bad))
-print(f"{len(rows)} kernel builds, no spills in the hot kernels")
+    sys.exit("sampler kernels spill to local memory:\n  " + "\n  ".join(bad))
+print(f"{len(rows)} kernel builds, no spills in the sampler kernels")

@@ -12,10 +12,14 @@
 // how machines without a GPU test the kernels' indexing, barriers and shuffles against the eager reference.
 // Every shared-memory access goes through ctx.sh / ld4 (free on the GPU, checked in the emulation).
 //
-// Barriers per Langevin step (sync() on one block, cluster_sync() on a cluster): one per hidden layer forward,
-// one per layer backward (two on a cluster: partial sums are exchanged), one for the update; a ladder adds one per
-// conditional for its head transform and one per conditional for its elementwise gradient. LEBM (one head
-// 100-200-200-1, Gaussian base): 5 per step on one block, 7 on a cluster.
+// Barriers per Langevin step (sync() on one block, a cluster barrier on a cluster): one per hidden layer forward,
+// one per layer backward, one for the update (a block barrier also on a cluster: the update touches only the
+// block's own copy of the chains); a ladder adds one per conditional for its head transform and one per
+// conditional for its elementwise gradient, a u-ladder on a cluster one per conditional to settle the pending
+// gradient it reads, the trace one on a cluster. LEBM (one head 100-200-200-1, Gaussian base): 5 per step on one
+// block, 4 cluster barriers + 1 block barrier on a cluster. Step k+1's Philox noise is drawn at the first barrier
+// of step k (between the cluster barrier's arrive and wait), into the other half of a double buffer the update
+// reads.
 #pragma once
 
 #include <stdint.h>
@@ -44,17 +48,21 @@ struct BlockLayout {
   int tile;   // chains per block
   int ws;     // staging area (elements; StagedEngine)
   int y, yc, g, z, gz, e, d0, d1, go, stage, trow;  // trow: int array [tile] stored in T-sized slots
+  int noise;  // Philox normals of two steps: [2][tile][4 * ceil(D / 4)] (the update reads step k's half)
   int h[kMaxLinears], dh[kMaxLinears];
   // Resident weights (WarpEngine): block rank r of the cluster holds rows [r * rows[j], ...) of linear j at w[j],
   // row stride ldw[j] (a multiple of 4: vector loads); w[j] = -1 for linears read from global memory (the output
   // row of a head).
   int w[kMaxLinears], ldw[kMaxLinears], rows[kMaxLinears];
-  int part;     // cluster: two buffers of tile * max_width partial sums of the backward
+  int part;     // cluster: [2 parities][2 ranks][tile * max_width] partial sums of the backward
   int cluster;  // blocks per cluster (1: none)
   int total;    // elements
 };
 
 HEBM_HD int odd_stride(int n) { return n | 1; }
+
+// One rank's partial sums of a cluster backward (tile x max_width), padded to 16 bytes: each slot starts aligned.
+HEBM_HD int part_slot(int tile, int max_width) { return (tile * max_width + 3) / 4 * 4; }
 
 // Layout of the per-chain state (every path), then the staging area (ws > 0) or the resident weights.
 inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool resident = false, int cluster = 1) {
@@ -75,6 +83,7 @@ inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool res
   L.gz = take(tile * p.D);
   L.e = take(tile);
   L.trow = take(tile);
+  L.noise = take(2 * tile * 4 * ((p.D + 3) / 4));
   L.d0 = take(tile * p.max_width);
   L.d1 = take(tile * p.max_width);
   L.go = take(tile * p.max_width);
@@ -82,7 +91,7 @@ inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool res
     L.h[j] = take(tile * p.lin[j].out);
     L.dh[j] = take(tile * p.lin[j].out);
   }
-  L.part = cluster > 1 ? take(2 * tile * p.max_width) : -1;
+  L.part = cluster > 1 ? take(4 * part_slot(tile, p.max_width)) : -1;
   for (int j = 0; j < p.n_lin; ++j) {
     L.w[j] = -1;
     L.ldw[j] = (p.lin[j].in + 3) / 4 * 4;
@@ -104,7 +113,7 @@ inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool res
 
 // Elements per chain (everything but the staging area and the weights), for choosing the tile on the host.
 inline int block_elems_per_chain(const ProgramDesc& p) {
-  int n = 5 * p.D + 2 + 3 * p.max_width;
+  int n = 5 * p.D + 2 + 3 * p.max_width + 8 * ((p.D + 3) / 4);
   for (int j = 0; j < p.n_lin; ++j) n += 2 * p.lin[j].out;
   return n;
 }
@@ -129,6 +138,44 @@ struct BlockArgs {
   int precision = kPrecisionFp32;  // core::Precision (simt.h): the matmuls' precision, the launcher's kernel choice
 };
 
+// Step k's Philox normals of the tile's valid rows, drawn ahead into half k & 1 of the noise buffer: the same
+// normal4(seed, offset + k, row, group) the update drew itself before, so the stream is unchanged.
+// (Plain values, not a pointer to the kernel's BlockArgs: taking the parameter's address would copy all of it to
+// local memory, 9 KB of stack frame on sm_90.)
+template <typename T>
+struct NoiseJob {
+  int D, tile, noise;  // the latent dimension, chains per block, the buffer's offset (BlockLayout::noise)
+  T* smem;
+  int64_t row0;
+  int nvalid, k;
+  uint64_t seed, offset;
+};
+
+template <typename T, class Ctx>
+HEBM_BLOCK_FN void draw_noise(Ctx& ctx, const NoiseJob<T>& j) {
+  const int groups = (j.D + 3) / 4;
+  T* buf = j.smem + j.noise + (j.k & 1) * j.tile * 4 * groups;
+  for (int idx = ctx.tid(); idx < j.nvalid * groups; idx += ctx.nthreads()) {
+    const int r = idx / groups, gi = idx - r * groups;
+    T xi[4];
+    normal4<T>(j.seed, j.offset + (uint64_t)j.k, (uint64_t)(j.row0 + r), (uint64_t)gi, xi);
+    const Vec4<T> v = {xi[0], xi[1], xi[2], xi[3]};
+    ctx.st4(buf + idx * 4, v);
+  }
+}
+
+// What every engine shares: the noise draw scheduled for the next barrier (block_step sets it).
+template <typename T, class Ctx>
+struct EngineJobs {
+  mutable const NoiseJob<T>* job = nullptr;
+  HEBM_BLOCK_FN void run_job(Ctx& ctx) const {
+    if (job) {
+      draw_noise<T, Ctx>(ctx, *job);
+      job = nullptr;
+    }
+  }
+};
+
 // -alpha of row r's timestep: the factor of the heads' gradient in log p~ (per row: per-chain timesteps).
 template <typename T, class Ctx>
 HEBM_BLOCK_FN T neg_alpha(Ctx& ctx, const BlockArgs<T>& a, const int* trow, int r) {
@@ -138,11 +185,22 @@ HEBM_BLOCK_FN T neg_alpha(Ctx& ctx, const BlockArgs<T>& a, const int* trow, int 
 // ----------------------------------------------------------------------------------------------------------------
 // v1: weights staged through shared memory in chunks, block-stride loops, one thread per dot product.
 template <typename T, class Ctx>
-struct StagedEngine {
+struct StagedEngine : EngineJobs<T, Ctx> {
   HEBM_BLOCK_FN explicit StagedEngine(Ctx&) {}
   HEBM_BLOCK_FN bool leader() const { return true; }
-  HEBM_BLOCK_FN void sync(Ctx& ctx) const { ctx.sync(); }
+  HEBM_BLOCK_FN void sync(Ctx& ctx) const {
+    this->run_job(ctx);
+    ctx.sync();
+  }
+  HEBM_BLOCK_FN void sync_local(Ctx& ctx) const { sync(ctx); }
   HEBM_BLOCK_FN void load(Ctx&, const BlockArgs<T>&, T*) const {}
+  // Results are never left pending (WarpEngine on a cluster leaves them): nothing to settle.
+  HEBM_BLOCK_FN bool settle(Ctx&, const BlockArgs<T>&) const { return false; }
+  HEBM_BLOCK_FN Vec4<T> pending_grad4(Ctx&, const BlockArgs<T>&, const T*, int, int) const {
+    return Vec4<T>{T(0), T(0), T(0), T(0)};
+  }
+  HEBM_BLOCK_FN T pending_grad(Ctx&, const BlockArgs<T>&, const T*, int, int) const { return T(0); }
+  HEBM_BLOCK_FN void drop_pending() const {}
 
   // How many staged rows of stride ws fit the stage buffer (at most kBlockMaxJC), for the forward and the backward.
   static HEBM_BLOCK_FN int rows_per_chunk(const BlockArgs<T>& a, int ws) {
@@ -150,10 +208,11 @@ struct StagedEngine {
     return c < kBlockMaxJC ? c : kBlockMaxJC;
   }
 
-  // H[r][j] = act(X[r] . W[j] + b[j] (+ tb[t_r][j])); DH = act'.
-  template <int A>
+  // H[r][j] = act(X[r] . W[j] + b[j] (+ tb[t_r][j])); DH = act' (* dyw[j] when given). One instantiation for every activation kind,
+  // dispatched per element in the epilogue (the loop is bound by the staging loads, not by that branch): one copy
+  // of this body per kind spilled on sm_90 once there were 8 kinds (docs/CUDA_KERNELS.md).
   HEBM_BLOCK_FN void forward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H, T* DH,
-                             const int* trow, T slope) const {
+                             const int* trow, T slope, int act, const T* dyw = nullptr) const {
     const LinearDesc& L = a.prog.lin[jl];
     const int tile = a.lay.tile;
     const int ws = odd_stride(L.in);
@@ -173,7 +232,8 @@ struct StagedEngine {
         if (L.tb >= 0) acc += a.params[L.tb + (int64_t)ctx.sh(trow + r) * L.out + j];
         for (int k = 0; k < L.in; ++k) acc += ctx.sh(X + r * ldx + k) * ctx.sh(stage + jj * ws + k);
         T y, dy;
-        act_value_grad<A, T>(acc, slope, y, dy);
+        HEBM_DISPATCH_ACT(act, A, (act_value_grad<A, T>(acc, slope, y, dy)));
+        if (dyw) dy *= dyw[j];
         ctx.sh(H + r * L.out + j) = y;
         ctx.sh(DH + r * L.out + j) = dy;
       }
@@ -257,19 +317,19 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, c
   const int tile = lay.tile, D = a.prog.D;
   const T* X = Z + net.in_off;
   int ldx = D;
+  const LinearDesc& Lo = a.prog.lin[net.first + net.n_lin - 1];
+  const T* w = a.params + Lo.w;
   for (int j = net.first; j < net.first + net.n_lin - 1; ++j) {
     const LinearDesc& L = a.prog.lin[j];
     const T param = L.param >= 0 ? a.params[L.param] : T(0);  // the activation's slope / alpha / beta
-    HEBM_DISPATCH_ACT(L.act, ACT,
-                      (eng.template forward<ACT>(ctx, a, smem, j, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow,
-                                                 param)));
+    // the last hidden layer's delta dh * w_out is formed in its forward's epilogue (not in the backward's loop)
+    const T* dyw = j == net.first + net.n_lin - 2 ? w : nullptr;
+    eng.forward(ctx, a, smem, j, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow, param, L.act, dyw);
     eng.sync(ctx);
     X = smem + lay.h[j];
     ldx = L.out;
   }
-  const LinearDesc& Lo = a.prog.lin[net.first + net.n_lin - 1];
   eng.energy(ctx, a, Lo, X, ldx, smem + lay.e);  // read later (trace), after at least one more barrier
-  const T* w = a.params + Lo.w;
   if (net.n_lin == 1) {
     for (int idx = ctx.tid(); idx < tile * net.in_dim; idx += ctx.nthreads()) {
       const int r = idx / net.in_dim, i = idx - r * net.in_dim;
@@ -278,9 +338,9 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, c
     eng.sync(ctx);
     return;
   }
-  // the delta of the last hidden layer is dh * w_out: folded into its backward (dinw)
+  // the delta of the last hidden layer is dh * w_out (formed by its forward)
   const int last = net.first + net.n_lin - 2;
-  block_backward_chain<T, Ctx, Eng>(ctx, eng, a, net, smem, last, smem + lay.dh[last], w, G, D, trow);
+  block_backward_chain<T, Ctx, Eng>(ctx, eng, a, net, smem, last, smem + lay.dh[last], nullptr, G, D, trow);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -298,9 +358,7 @@ HEBM_BLOCK_FN void block_ladder_forward(Ctx& ctx, const Eng& eng, const BlockArg
   for (int j = net.first; j < net.first + net.n_lin - 1; ++j) {
     const LinearDesc& L = a.prog.lin[j];
     const T param = L.param >= 0 ? a.params[L.param] : T(0);  // the activation's slope / alpha / beta
-    HEBM_DISPATCH_ACT(L.act, ACT,
-                      (eng.template forward<ACT>(ctx, a, smem, j, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow,
-                                                 param)));
+    eng.forward(ctx, a, smem, j, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow, param, L.act);
     eng.sync(ctx);
     X = smem + lay.h[j];
     ldx = L.out;
@@ -308,7 +366,7 @@ HEBM_BLOCK_FN void block_ladder_forward(Ctx& ctx, const Eng& eng, const BlockArg
   const int jo = net.first + net.n_lin - 1;
   T* O = smem + lay.h[jo];
   T* DO = smem + lay.dh[jo];
-  eng.template forward<ACT_IDENTITY>(ctx, a, smem, jo, X, ldx, O, DO, trow, T(0));
+  eng.forward(ctx, a, smem, jo, X, ldx, O, DO, trow, T(0), ACT_IDENTITY);
   eng.sync(ctx);
   const int d = net.out_dim / 2;
   const T sigma_min = a.params[a.prog.base_param];
@@ -368,10 +426,12 @@ HEBM_BLOCK_FN void block_ladder_u_backward(Ctx& ctx, const Eng& eng, const Block
   T* G = smem + lay.g;
   T* GZ = smem + lay.gz;
   T* GO = smem + lay.go;
+  eng.settle(ctx, a);  // the heads' gradient into GZ (a cluster leaves it pending); read after the barrier below
   for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) ctx.sh(G + idx) -= ctx.sh(Y + idx);
   eng.sync(ctx);
   for (int i = p.n_layers - 2; i >= 0; --i) {
     const NetDesc& net = p.nets[i];
+    if (eng.settle(ctx, a)) eng.sync(ctx);  // the previous conditional's gradient into GZ, read below
     const int jo = net.first + net.n_lin - 1, d = net.out_dim / 2;
     const T* O = smem + lay.h[jo];
     const T* DO = smem + lay.dh[jo];
@@ -387,6 +447,7 @@ HEBM_BLOCK_FN void block_ladder_u_backward(Ctx& ctx, const Eng& eng, const Block
   }
   const T sigma_top = a.params[p.base_param + 1];
   const int d0 = p.layer_dim[0];
+  if (eng.settle(ctx, a)) eng.sync(ctx);
   for (int idx = ctx.tid(); idx < tile * d0; idx += ctx.nthreads()) {
     const int r = idx / d0, j = idx - r * d0;
     ctx.sh(G + r * D + j) += sigma_top * ctx.sh(GZ + r * D + j);
@@ -441,6 +502,10 @@ HEBM_BLOCK_FN void block_step(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T
   T* YC = smem + lay.yc;
   T* G = smem + lay.g;
   T* E = smem + lay.e;
+  const bool philox = a.noise == nullptr;
+  // step k + 1's noise, drawn at this step's first barrier (its arrive-wait window on a cluster)
+  const NoiseJob<T> next = {D, tile, lay.noise, smem, row0, nvalid, k + 1, seed, offset};
+  if (philox) eng.job = &next;
   // heads read z (= y, or T(u) for the u-parameterised ladder) and accumulate -alpha dE/dz into GZ
   const T* Zp = Y;
   T* GZp = G;
@@ -459,7 +524,9 @@ HEBM_BLOCK_FN void block_step(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T
   // The Gaussian base's gradient -y / sigma^2 is added where the gradient is read (no pass of its own).
   const T sb = p.base == BASE_GAUSSIAN ? -a.params[p.base_param] : T(0);
   const bool per_chain = a.tsel != nullptr;
+  eng.run_job(ctx);  // (a program without a barrier before here)
   if (a.trace) {
+    if (eng.settle(ctx, a)) eng.sync(ctx);
     for (int r = ctx.tid(); r < nvalid; r += ctx.nthreads()) {
       if (per_chain && k >= a.sched.K[ctx.sh(trow + r)]) continue;
       T s = T(0);
@@ -479,6 +546,7 @@ HEBM_BLOCK_FN void block_step(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T
   // without a pass of its own.
   const int groups = (D + 3) / 4;
   const bool vec = D % 4 == 0;  // rows (and the arrays, block_layout) start 16-byte aligned
+  const T* noise_k = smem + lay.noise + (k & 1) * tile * 4 * groups;
   for (int idx = ctx.tid(); idx < tile * groups; idx += ctx.nthreads()) {
     const int r = idx / groups, gi = idx - r * groups;
     const bool active = r < nvalid && (!per_chain || k < a.sched.K[ctx.sh(trow + r)]);
@@ -492,13 +560,20 @@ HEBM_BLOCK_FN void block_step(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T
           const int d = 4 * gi + q;
           xi[q] = d < D ? a.noise[((int64_t)k * a.B + b) * D + d] : T(0);
         }
-      } else {
-        normal4<T>(seed, offset + (uint64_t)k, (uint64_t)b, (uint64_t)gi, xi);
+      } else {  // drawn ahead (draw_noise) by this same thread: idx = r * groups + gi
+        const Vec4<T> v = ctx.ld4(noise_k + idx * 4);
+        xi[0] = v.x;
+        xi[1] = v.y;
+        xi[2] = v.z;
+        xi[3] = v.w;
       }
       if (vec) {  // 16-byte accesses: a thread's four scalars at stride 4 would conflict 4-way across the warp
         const int o = r * D + 4 * gi;
         Vec4<T> y = ctx.ld4(Y + o);
-        const Vec4<T> yc = ctx.ld4(YC + o), g = ctx.ld4(G + o);
+        const Vec4<T> yc = ctx.ld4(YC + o), g0 = ctx.ld4(G + o);
+        // plus the gradient a cluster's last backward left pending (the two blocks' partial sums)
+        const Vec4<T> gp = eng.pending_grad4(ctx, a, G, r, 4 * gi);
+        const Vec4<T> g = {g0.x + gp.x, g0.y + gp.y, g0.z + gp.z, g0.w + gp.w};
         y.x = langevin_update<T>(y.x, yc.x, g.x + sb * y.x, xi[0], c.c1, c.c2, c.h, c.n);
         y.y = langevin_update<T>(y.y, yc.y, g.y + sb * y.y, xi[1], c.c1, c.c2, c.h, c.n);
         y.z = langevin_update<T>(y.z, yc.z, g.z + sb * y.z, xi[2], c.c1, c.c2, c.h, c.n);
@@ -511,7 +586,8 @@ HEBM_BLOCK_FN void block_step(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T
           if (d < D) {
             const int o = r * D + d;
             const T y = ctx.sh(Y + o);
-            ctx.sh(Y + o) = langevin_update<T>(y, ctx.sh(YC + o), ctx.sh(G + o) + sb * y, xi[q], c.c1, c.c2, c.h, c.n);
+            const T g = ctx.sh(G + o) + eng.pending_grad(ctx, a, G, r, d);
+            ctx.sh(Y + o) = langevin_update<T>(y, ctx.sh(YC + o), g + sb * y, xi[q], c.c1, c.c2, c.h, c.n);
           }
         }
       }
@@ -532,7 +608,8 @@ HEBM_BLOCK_FN void block_step(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T
     }
   }
   for (int r = ctx.tid(); r < tile; r += ctx.nthreads()) ctx.sh(E + r) = T(0);
-  eng.sync(ctx);
+  eng.drop_pending();
+  eng.sync_local(ctx);
 }
 
 // The whole program for the tile of chains [tile_index * tile, ... + tile), on engine Eng (a cluster's blocks
@@ -565,6 +642,10 @@ HEBM_BLOCK_FN void block_program(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64
       t = t < 0 ? 0 : (t >= S.T ? S.T - 1 : t);  // validated by the caller; the clamp keeps a bad value in bounds
       ctx.sh(trow + r) = t;
     }
+  }
+  if (!a.noise) {  // the first step's noise (each step draws the next one's ahead)
+    const NoiseJob<T> first = {D, tile, lay.noise, smem, row0, nvalid, 0, seed, offset};
+    draw_noise<T, Ctx>(ctx, first);
   }
   eng.sync(ctx);
 

@@ -10,6 +10,11 @@
 //   cluster_rank() cluster_size() cluster_sync() map_rank(p, r)      thread-block cluster and distributed shared
 //                                               memory: p in this block's shared memory -> the same offset in
 //                                               block r of the cluster (cooperative_groups' map_shared_rank)
+//   cluster_arrive() cluster_wait()             the split cluster barrier (barrier.cluster.arrive.release /
+//                                               barrier.cluster.wait.acquire): writes before a thread's arrive are
+//                                               visible to every thread of the cluster after its wait; work between
+//                                               the two overlaps the barrier's latency but may touch only data no
+//                                               other thread writes before its arrive (cluster_sync = arrive + wait)
 //   sh(p)                                       the shared-memory element at p (a reference; checked in the
 //                                               emulation: bounds, alignment, bank conflicts in test mode)
 //   ld4(p) st4(p, v)                            16-byte (float) / 32-byte (double) vector access, p aligned
@@ -78,6 +83,39 @@ HEBM_BLOCK_FN void warp_sum_n(Ctx& ctx, T* v) {
   }
 }
 
+// N independent warp sums (N a power of two, at most 32) in N shuffles instead of 5 N: at each butterfly level
+// while more than one value is left, a lane keeps one half of its values and sends the other half to its partner
+// (lanes with bit m set keep the upper half), so the values halve while the lanes summed over double; the last
+// levels are plain butterflies. Returns the full sum of value (lane / (32 / N)) (the same bits in the 32 / N
+// lanes that hold it); v is clobbered. One warp's shuffles are its SM's shuffle throughput (32 lanes per clock).
+template <typename T, int N, class Ctx>
+HEBM_BLOCK_FN T warp_sum_scatter(Ctx& ctx, T* v) {
+  static_assert(N >= 1 && N <= kWarp && (N & (N - 1)) == 0, "N: a power of two up to 32");
+  const int lane = ctx.lane();
+  int n = N;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int m = kWarp / 2; m > 0; m >>= 1) {
+    if (n > 1) {
+      const bool up = (lane & m) != 0;
+      const int h = n / 2;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+      for (int j = 0; j < h; ++j) {
+        const T send = up ? v[j] : v[j + h];
+        const T keep = up ? v[j + h] : v[j];
+        v[j] = keep + ctx.shfl_xor(send, m);
+      }
+      n = h;
+    } else {
+      v[0] += ctx.shfl_xor(v[0], m);
+    }
+  }
+  return v[0];
+}
+
 #if defined(__CUDACC__)
 // The CUDA context: intrinsics and PTX; every member compiles to the instruction it names.
 struct DeviceCtx {
@@ -103,6 +141,12 @@ struct DeviceCtx {
   __device__ __forceinline__ int cluster_rank() const { return int(cooperative_groups::this_cluster().block_rank()); }
   __device__ __forceinline__ int cluster_size() const { return int(cooperative_groups::this_cluster().num_blocks()); }
   __device__ __forceinline__ void cluster_sync() const { cooperative_groups::this_cluster().sync(); }
+  __device__ __forceinline__ void cluster_arrive() const {
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+  }
+  __device__ __forceinline__ void cluster_wait() const {
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+  }
   template <typename T>
   __device__ __forceinline__ T* map_rank(T* p, int r) const {
     return cooperative_groups::this_cluster().map_shared_rank(p, r);
@@ -112,6 +156,8 @@ struct DeviceCtx {
   __device__ __forceinline__ int cluster_rank() const { return 0; }
   __device__ __forceinline__ int cluster_size() const { return 1; }
   __device__ __forceinline__ void cluster_sync() const { __syncthreads(); }
+  __device__ __forceinline__ void cluster_arrive() const {}
+  __device__ __forceinline__ void cluster_wait() const { __syncthreads(); }
   template <typename T>
   __device__ __forceinline__ T* map_rank(T* p, int) const { return p; }
 #endif

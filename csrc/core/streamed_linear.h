@@ -107,16 +107,22 @@ struct StreamedEngine : WarpEngine<T, Ctx, C, 1> {
     return stage(a, smem, ch & 1);
   }
 
-  template <int A>
+  // WarpEngine::forward's contract (the activation kind dispatched to one instantiation per kind).
   HEBM_BLOCK_FN void forward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H, T* DH,
-                             const int* trow, T slope) const {
+                             const int* trow, T slope, int act, const T* dyw = nullptr) const {
+    HEBM_DISPATCH_ACT(act, A, (forward_k<A>(ctx, a, smem, jl, X, ldx, H, DH, trow, slope, dyw)));
+  }
+
+  template <int A>
+  HEBM_BLOCK_FN void forward_k(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H, T* DH,
+                               const int* trow, T slope, const T* dyw) const {
     const int out = a.prog.lin[jl].out, rows = a.lay.rows[jl], nch = (out + rows - 1) / rows;
     issue(ctx, a, stage(a, smem, 0), jl, 0);
     for (int ch = 0; ch < nch; ++ch) {
       const T* Ws = next_chunk(ctx, a, smem, jl, ch, nch);
       const int j0 = ch * rows;
       this->template forward_rows<A>(ctx, a, smem, jl, Ws, j0, (out - j0) < rows ? (out - j0) : rows, X, ldx, H, DH,
-                                     H, DH, trow, slope);
+                                     H, DH, trow, slope, dyw);
     }
   }
 
@@ -137,7 +143,7 @@ struct StreamedEngine : WarpEngine<T, Ctx, C, 1> {
         T acc[C];
         HEBM_UNROLL
         for (int c = 0; c < C; ++c) acc[c] = ch == 0 || !ok ? T(0) : ctx.sh(part + c * L.in + i);
-        this->backward_column(ctx, L, Ws, ldw, o0, o1, DIN, dinw, i, ok, acc);
+        this->backward_column(ctx, L, Ws, ldw, o0, o1, DIN, nullptr, dinw, i, ok, acc);
         if (!ok) continue;
         HEBM_UNROLL
         for (int c = 0; c < C; ++c) {

@@ -2,14 +2,20 @@
 // arithmetic. C chains per block (1-4, a template parameter: per-chain values stay in registers), CS blocks per
 // cluster (1, or 2: block rank r holds rows [r * rows, (r + 1) * rows) of every layer and the chains' state is
 // replicated in both blocks).
-//   forward:  warps own output rows, R at a time (4 for 1-2 chains, 2 for 3-4); lane l owns inputs
+//   forward:  warps own contiguous output rows, R at a time (8 for 1-2 chains, 2 for 3-4); lane l owns inputs
 //             k = 128 m + 4 l + q (q < 4), so a row is read with 16-byte vector loads; the lane's inputs of every
 //             chain are held in registers for all rows of the layer (inputs <= 256; wider layers reload them per
-//             row batch); the R x C butterfly shuffle sums run interleaved; lane c finishes chain c (bias, time
-//             bias, activation) and writes the row to every block of the cluster.
+//             row batch); the R x C sums are reduced by one scatter butterfly (warp_sum_scatter: one shuffle
+//             per sum, not five), after which R x C lanes finish one (row, chain) each (bias, time bias,
+//             activation) and write it to every block of the cluster.
 //   backward: lanes own input columns i = 32 cg + l, warps own column groups, every warp runs over the rows this
-//             block holds (the same row-major tile: consecutive lanes read consecutive words, no bank conflict);
-//             on a cluster each block's partial sums over its rows are exchanged through distributed shared memory.
+//             block holds (the same row-major tile: consecutive lanes read consecutive words, no bank conflict),
+//             4 rows at a time with one 16-byte broadcast load of each chain's 4 input deltas. On a cluster each
+//             block stores its partial sums over its rows (already scaled by DHprev, or -alpha) into its own slot
+//             in BOTH blocks (remote stores), and the result stays pending across the one barrier that follows:
+//             its consumer adds the two slots in rank order (bit-identical in both blocks) - the next backward as
+//             its input deltas, the update (pending_grad4) or settle() as the gradient. No remote loads, one
+//             barrier per backward.
 //   energy:   warp c reduces chain c's output row (a head's energy) by a shuffle sum.
 #pragma once
 
@@ -22,20 +28,78 @@ constexpr int kWarpMaxChains = 4;
 constexpr int kWarpInputsInRegs = 256;  // inputs per lane pass: 2 x 128 (32 lanes x float4)
 
 template <typename T, class Ctx, int C, int CS>
-struct WarpEngine {
+struct WarpEngine : EngineJobs<T, Ctx> {
   static_assert(C >= 1 && C <= kWarpMaxChains, "1-4 chains per block");
   static_assert(CS == 1 || CS == 2, "clusters of 1 or 2 blocks");
+  enum { PEND_NONE = 0, PEND_DOUT = 1, PEND_G = 2 };
   int rank;
-  mutable int parity = 0;  // which partial-sum buffer the next cluster backward uses
+  mutable int parity = 0;  // which partial-sum buffer pair the next cluster backward fills
+  // A cluster backward's pending result: the two ranks' partial sums in this block's buffer pair `pend_part`,
+  // for DOUT (read by the next backward as its DIN) or for G[c * pend_ldg + pend_goff + i], i < pend_n.
+  mutable int pend = PEND_NONE;
+  mutable const T* pend_part = nullptr;
+  mutable const T* pend_out = nullptr;
+  mutable T* pend_g = nullptr;
+  mutable int pend_ldg = 0, pend_goff = 0, pend_n = 0;
 
   HEBM_BLOCK_FN explicit WarpEngine(Ctx& ctx) : rank(CS > 1 ? ctx.cluster_rank() : 0) {}
   HEBM_BLOCK_FN bool leader() const { return rank == 0; }
+  // A walk barrier; on a cluster split into arrive / wait with the scheduled noise draw between (it writes only
+  // this block's noise buffer, which no other thread touches before its arrive).
   HEBM_BLOCK_FN void sync(Ctx& ctx) const {
-    if (CS > 1)
-      ctx.cluster_sync();
-    else
+    if (CS > 1) {
+      ctx.cluster_arrive();
+      this->run_job(ctx);
+      ctx.cluster_wait();
+    } else {
+      this->run_job(ctx);
       ctx.sync();
+    }
   }
+  // The update's barrier: a block barrier also on a cluster. The update reads and writes only this block's copy
+  // of the chains (y, yc, g, e, the noise, the pending partial sums); what the peer writes next (the next step's
+  // first forward rows, or a backward's partial sums into the other buffer pair) is nothing the update touches.
+  HEBM_BLOCK_FN void sync_local(Ctx& ctx) const {
+    this->run_job(ctx);
+    ctx.sync();
+  }
+
+  HEBM_BLOCK_FN int slot(const BlockArgs<T>& a) const { return part_slot(a.lay.tile, a.prog.max_width); }
+
+  // Adds a pending gradient into its G (every thread its share; the caller puts a barrier before G is read).
+  HEBM_BLOCK_FN bool settle(Ctx& ctx, const BlockArgs<T>& a) const {
+    if (CS == 1 || pend != PEND_G) return false;
+    const T* p0 = pend_part;
+    const T* p1 = pend_part + slot(a);
+    for (int idx = ctx.tid(); idx < C * pend_n; idx += ctx.nthreads()) {
+      const int c = idx / pend_n, i = idx - c * pend_n;
+      ctx.sh(pend_g + c * pend_ldg + pend_goff + i) += ctx.sh(p0 + idx) + ctx.sh(p1 + idx);
+    }
+    pend = PEND_NONE;
+    return true;
+  }
+  // The pending gradient of G[r][d .. d + 3] (zeros when none is pending for G), for the update.
+  HEBM_BLOCK_FN Vec4<T> pending_grad4(Ctx& ctx, const BlockArgs<T>& a, const T* G, int r, int d) const {
+    Vec4<T> v = {T(0), T(0), T(0), T(0)};
+    if (CS == 1 || pend != PEND_G || G != pend_g || d + 4 <= pend_goff || d >= pend_goff + pend_n) return v;
+    const int o = r * pend_n + d - pend_goff;
+    if (pend_goff % 4 == 0 && pend_n % 4 == 0) {  // 16-byte loads: scalars at stride 4 conflict 4-way
+      const Vec4<T> p0 = ctx.ld4(pend_part + o), p1 = ctx.ld4(pend_part + slot(a) + o);
+      v = Vec4<T>{p0.x + p1.x, p0.y + p1.y, p0.z + p1.z, p0.w + p1.w};
+    } else {
+      v.x = pending_grad(ctx, a, G, r, d);
+      v.y = pending_grad(ctx, a, G, r, d + 1);
+      v.z = pending_grad(ctx, a, G, r, d + 2);
+      v.w = pending_grad(ctx, a, G, r, d + 3);
+    }
+    return v;
+  }
+  HEBM_BLOCK_FN T pending_grad(Ctx& ctx, const BlockArgs<T>& a, const T* G, int r, int d) const {
+    if (CS == 1 || pend != PEND_G || G != pend_g || d < pend_goff || d >= pend_goff + pend_n) return T(0);
+    const int o = r * pend_n + d - pend_goff;
+    return ctx.sh(pend_part + o) + ctx.sh(pend_part + slot(a) + o);
+  }
+  HEBM_BLOCK_FN void drop_pending() const { pend = PEND_NONE; }
 
   // This block's rows of every resident linear, zero-padded to the row stride (once per launch).
   HEBM_BLOCK_FN void load(Ctx& ctx, const BlockArgs<T>& a, T* smem) const {
@@ -61,40 +125,52 @@ struct WarpEngine {
     r1 = (out - r0) < rows ? out : r0 + rows;
   }
 
-  template <int A>
+  // The activation kind is a template parameter here: the epilogue runs in lanes 0..C-1 with the row sums in
+  // registers, one instantiation per kind (no spill: docs/CUDA_KERNELS.md).
   HEBM_BLOCK_FN void forward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H, T* DH,
-                             const int* trow, T slope) const {
+                             const int* trow, T slope, int act, const T* dyw = nullptr) const {
+    HEBM_DISPATCH_ACT(act, A, (forward_k<A>(ctx, a, smem, jl, X, ldx, H, DH, trow, slope, dyw)));
+  }
+
+  template <int A>
+  HEBM_BLOCK_FN void forward_k(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H, T* DH,
+                               const int* trow, T slope, const T* dyw) const {
     int r0, r1;
     own_rows(a, jl, r0, r1);
     T* Hp = CS > 1 ? ctx.map_rank(H, rank ^ 1) : H;
     T* DHp = CS > 1 ? ctx.map_rank(DH, rank ^ 1) : DH;
-    forward_rows<A>(ctx, a, smem, jl, smem + a.lay.w[jl], r0, r1 - r0, X, ldx, H, DH, Hp, DHp, trow, slope);
+    forward_rows<A>(ctx, a, smem, jl, smem + a.lay.w[jl], r0, r1 - r0, X, ldx, H, DH, Hp, DHp, trow, slope, dyw);
   }
 
   // The forward core: output rows [r0, r0 + nrows) of linear jl, row r0 + jr of the weights at Ws + jr * ldw in
   // shared memory (the resident tile, or a streamed chunk: streamed_linear.h); H[c][j] = act(X[c] . W[j] + b[j]
-  // (+ tb[t_c][j])), DH = act', written also to Hp / DHp (the cluster peer's copies; = H / DH on one block).
+  // (+ tb[t_c][j])), DH = act' (* dyw[j] when given), written also to Hp / DHp (the cluster peer's copies; = H / DH
+  // on one block).
   template <int A>
   HEBM_BLOCK_FN void forward_rows(Ctx& ctx, const BlockArgs<T>& a, const T* smem, int jl, const T* Ws, int r0,
                                   int nrows, const T* X, int ldx, T* H, T* DH, T* Hp, T* DHp, const int* trow,
-                                  T slope) const {
+                                  T slope, const T* dyw) const {
     const LinearDesc& L = a.prog.lin[jl];
-    // the inputs' rows start 16-byte aligned (hidden layers; a head's slice when its offset and D are multiples of 4)
-    const bool xvec = ((X - smem) % 4) == 0 && ldx % 4 == 0;
     const int ldw = a.lay.ldw[jl];
     const int lane = ctx.lane();
     const int npass = (L.in + kWarpInputsInRegs - 1) / kWarpInputsInRegs;
     T xr[C][2][4];
-    // This warp's rows r0 + warp + nwarps * i, R at a time: R x C independent dot products, their loads and
-    // their shuffle sums in flight together.
-    constexpr int R = C <= 2 ? 4 : 2;
-    const int nw = ctx.nwarps(), w0 = ctx.warp();
-    for (int i0 = 0; w0 + nw * i0 < nrows; i0 += R) {
-      T acc[R * C];
+    // the inputs' rows start 16-byte aligned (hidden layers; a head's slice when its offset and D are multiples of 4)
+    const bool xvec = ((X - smem) % 4) == 0 && ldx % 4 == 0;
+    // This warp's rows: a contiguous range of ceil(rows / nwarps), R at a time: R x C independent dot products,
+    // their loads in flight together and their sums reduced by one scatter butterfly (NP shuffles for NP sums).
+    // Contiguous rows: the NP finishing lanes store consecutive words (conflict-free).
+    constexpr int R = C <= 2 ? 8 : 2;  // 8: a 100-row half layer is 2 batches per warp, not 4
+    constexpr int NP = R * C <= 8 ? 8 : (R * C <= 16 ? 16 : 32);
+    const int nw = ctx.nwarps();
+    const int rpw = (nrows + nw - 1) / nw, jbeg = ctx.warp() * rpw;
+    const int jend = nrows < jbeg + rpw ? nrows : jbeg + rpw;
+    for (int i0 = jbeg; i0 < jend; i0 += R) {
+      T acc[NP];
       HEBM_UNROLL
-      for (int t = 0; t < R * C; ++t) acc[t] = T(0);
+      for (int t = 0; t < NP; ++t) acc[t] = T(0);
       for (int pass = 0; pass < npass; ++pass) {
-        if (npass > 1 || i0 == 0) {
+        if (npass > 1 || i0 == jbeg) {
           HEBM_UNROLL
           for (int m = 0; m < 2; ++m) {
             const int k0 = pass * kWarpInputsInRegs + m * 128 + 4 * lane;
@@ -119,8 +195,8 @@ struct WarpEngine {
           if (k0 < L.in) {
             HEBM_UNROLL
             for (int t = 0; t < R; ++t) {
-              const int jr = w0 + nw * (i0 + t);
-              if (jr < nrows) {
+              const int jr = i0 + t;
+              if (jr < jend) {
                 const Vec4<T> w = ctx.ld4(Ws + jr * ldw + k0);
                 HEBM_UNROLL
                 for (int c = 0; c < C; ++c)
@@ -131,27 +207,21 @@ struct WarpEngine {
           }
         }
       }
-      warp_sum_n<T, R * C, Ctx>(ctx, acc);
-      HEBM_UNROLL
-      for (int t = 0; t < R; ++t) {
-        const int jr = w0 + nw * (i0 + t);
-        if (jr >= nrows) break;  // warp-uniform
+      // lane l holds sum l / (32 / NP) = t * C + c: the first lane of each group finishes row t of chain c
+      const T sum = warp_sum_scatter<T, NP, Ctx>(ctx, acc);
+      const int idx = lane / (kWarp / NP), t = idx / C, c = idx - t * C, jr = i0 + t;
+      if (lane % (kWarp / NP) == 0 && idx < R * C && jr < jend) {
         const int j = r0 + jr;
-        const T bias = L.b >= 0 ? a.params[L.b + j] : T(0);
-        HEBM_UNROLL
-        for (int c = 0; c < C; ++c) {
-          if (lane == c) {  // lane c finishes chain c
-            T v = acc[t * C + c] + bias;
-            if (L.tb >= 0) v += a.params[L.tb + (int64_t)ctx.sh(trow + c) * L.out + j];
-            T y, dy;
-            act_value_grad<A, T>(v, slope, y, dy);
-            ctx.sh(H + c * L.out + j) = y;
-            ctx.sh(DH + c * L.out + j) = dy;
-            if (CS > 1) {
-              ctx.sh(Hp + c * L.out + j) = y;
-              ctx.sh(DHp + c * L.out + j) = dy;
-            }
-          }
+        T v = sum + (L.b >= 0 ? a.params[L.b + j] : T(0));
+        if (L.tb >= 0) v += a.params[L.tb + (int64_t)ctx.sh(trow + c) * L.out + j];
+        T y, dy;
+        act_value_grad<A, T>(v, slope, y, dy);
+        if (dyw) dy *= dyw[j];
+        ctx.sh(H + c * L.out + j) = y;
+        ctx.sh(DH + c * L.out + j) = dy;
+        if (Hp != H) {
+          ctx.sh(Hp + c * L.out + j) = y;
+          ctx.sh(DHp + c * L.out + j) = dy;
         }
       }
     }
@@ -167,17 +237,47 @@ struct WarpEngine {
   }
 
   // The backward core, one input column i of linear L (lane-owned): acc[c] += sum over the rows o in [o0, o1) of
-  // DIN[c][o] * (dinw ? dinw[o] : 1) * W[o][i], row o of the weights at Ws + (o - o0) * ldw in shared memory.
+  // d_o * (dinw ? dinw[o] : 1) * W[o][i], d_o = din0[c][o] (+ din1[c][o]: a cluster's two pending partial sums),
+  // row o of the weights at Ws + (o - o0) * ldw in shared memory (the resident tile or a streamed chunk); 4 rows at
+  // a time with one 16-byte broadcast load of each chain's 4 deltas when o0 and L.out are multiples of 4.
   HEBM_BLOCK_FN void backward_column(Ctx& ctx, const LinearDesc& L, const T* Ws, int ldw, int o0, int o1,
-                                     const T* DIN, const T* dinw, int i, bool ok, T* acc) const {
-    for (int o = o0; o < o1; ++o) {
-      const T w = ok ? ctx.sh(Ws + (o - o0) * ldw + i) : T(0);
-      const T s = dinw ? dinw[o] * w : w;
+                                     const T* din0, const T* din1, const T* dinw, int i, bool ok, T* acc) const {
+    const bool vec = o0 % 4 == 0 && L.out % 4 == 0;  // the delta arrays start 16-byte aligned (block_layout)
+    int o = o0;
+    if (vec) {
+      for (; o + 4 <= o1; o += 4) {
+        T w[4];
+        HEBM_UNROLL
+        for (int q = 0; q < 4; ++q) w[q] = ok ? ctx.sh(Ws + (o + q - o0) * ldw + i) : T(0);
+        if (dinw) {
+          HEBM_UNROLL
+          for (int q = 0; q < 4; ++q) w[q] *= dinw[o + q];
+        }
+        HEBM_UNROLL
+        for (int c = 0; c < C; ++c) {
+          Vec4<T> d = ctx.ld4(din0 + c * L.out + o);
+          if (CS > 1 && din1) {
+            const Vec4<T> e = ctx.ld4(din1 + c * L.out + o);
+            d = Vec4<T>{d.x + e.x, d.y + e.y, d.z + e.z, d.w + e.w};
+          }
+          acc[c] += d.x * w[0] + d.y * w[1] + d.z * w[2] + d.w * w[3];
+        }
+      }
+    }
+    for (; o < o1; ++o) {
+      T w = ok ? ctx.sh(Ws + (o - o0) * ldw + i) : T(0);
+      if (dinw) w *= dinw[o];
       HEBM_UNROLL
-      for (int c = 0; c < C; ++c) acc[c] += ctx.sh(DIN + c * L.out + o) * s;
+      for (int c = 0; c < C; ++c) {
+        T d = ctx.sh(din0 + c * L.out + o);
+        if (CS > 1 && din1) d += ctx.sh(din1 + c * L.out + o);
+        acc[c] += d * w;
+      }
     }
   }
 
+  // With d_o = DIN[r][o] (* dinw[o] when given): DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
+  // or G[r][goff + i] += (alpha ? -alpha_r : 1) * sum_o d_o W[o][i]; on a cluster the result is left pending.
   HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, const T* dinw, T* DOUT,
                               const T* DHprev, T* G, int ldg, int goff, const int* alpha_rows) const {
     const LinearDesc& L = a.prog.lin[jl];
@@ -187,34 +287,57 @@ struct WarpEngine {
     const T* Ws = smem + a.lay.w[jl];
     const int lane = ctx.lane();
     const int ncg = (L.in + kWarp - 1) / kWarp;
-    T* part = CS > 1 ? smem + a.lay.part + parity * a.lay.tile * a.prog.max_width : nullptr;
+    // the input deltas: DIN, or on a cluster the two partial sums the previous backward left for it
+    const T* din0 = DIN;
+    const T* din1 = nullptr;
+    T* part = nullptr;
+    T* peer = nullptr;
+    if (CS > 1) {
+      // an earlier backward's gradient: added now, into G, which no thread reads before this backward's barrier
+      settle(ctx, a);
+      if (pend == PEND_DOUT && DIN == pend_out) {
+        din0 = pend_part;
+        din1 = pend_part + slot(a);
+      }
+      pend = PEND_NONE;
+      part = smem + a.lay.part + parity * 2 * slot(a) + rank * slot(a);
+      peer = ctx.map_rank(part, rank ^ 1);
+    }
     for (int cg = ctx.warp(); cg < ncg; cg += ctx.nwarps()) {
       const int i = cg * kWarp + lane;
       const bool ok = i < L.in;
       T acc[C];
       HEBM_UNROLL
       for (int c = 0; c < C; ++c) acc[c] = T(0);
-      backward_column(ctx, L, Ws, ldw, r0, r1, DIN, dinw, i, ok, acc);
+      backward_column(ctx, L, Ws, ldw, r0, r1, din0, din1, dinw, i, ok, acc);
       if (!ok) continue;
       HEBM_UNROLL
       for (int c = 0; c < C; ++c) {
-        if (CS > 1)
-          ctx.sh(part + c * L.in + i) = acc[c];
-        else
+        if (CS > 1) {  // this rank's slot in both blocks, scaled as finish() would
+          const T sc = G ? (alpha_rows ? neg_alpha<T, Ctx>(ctx, a, alpha_rows, c) : T(1))
+                         : (DHprev ? ctx.sh(DHprev + c * L.in + i) : T(1));
+          const T v = acc[c] * sc;
+          ctx.sh(part + c * L.in + i) = v;
+          ctx.sh(peer + c * L.in + i) = v;
+        } else {
           finish(ctx, a, L, c, i, acc[c], DOUT, DHprev, G, ldg, goff, alpha_rows);
+        }
       }
     }
     if (CS > 1) {
-      // Both blocks add the two partial sums in rank order, so their copies stay bit-identical. The buffers
-      // alternate: a block that runs ahead into the next backward cannot overwrite what its peer still reads.
-      ctx.cluster_sync();
-      const T* p0 = ctx.map_rank(static_cast<const T*>(part), 0);
-      const T* p1 = ctx.map_rank(static_cast<const T*>(part), 1);
-      for (int idx = ctx.tid(); idx < C * L.in; idx += ctx.nthreads()) {
-        const int c = idx / L.in, i = idx - c * L.in;
-        finish(ctx, a, L, c, i, ctx.sh(p0 + idx) + ctx.sh(p1 + idx), DOUT, DHprev, G, ldg, goff, alpha_rows);
-      }
+      // the buffer pairs alternate: the next backward's stores cannot reach the pair this result is read from
+      pend_part = smem + a.lay.part + parity * 2 * slot(a);
       parity ^= 1;
+      if (G) {
+        pend = PEND_G;
+        pend_g = G;
+        pend_ldg = ldg;
+        pend_goff = goff;
+        pend_n = L.in;
+      } else {
+        pend = PEND_DOUT;
+        pend_out = DOUT;
+      }
     }
   }
 

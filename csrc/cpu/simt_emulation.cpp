@@ -106,6 +106,12 @@ void fiber_main(Cluster* c, Thread* t) {
   } catch (...) {
     if (c->error_.empty()) c->error_ = "unknown exception in the emulated kernel";
   }
+  if (t->arrived && c->error_.empty()) {
+    std::ostringstream s;
+    s << "emulation: block " << (c->index_ * c->nblocks_ + t->block) << " thread " << t->tid
+      << " exited between cluster_arrive and cluster_wait (an arrive without its wait)";
+    c->error_ = s.str();
+  }
   t->state = Thread::DONE;
   switch_to(&t->fiber, c->sched_);
   abort();  // a finished fiber is never resumed
@@ -173,11 +179,16 @@ void Cluster::run(const std::function<void(EmuCtx&)>& body, int64_t index) {
     sh.landed_words.clear();
     sh.cur = 1;
   }
+  phase_ = 0;
+  arrivals_ = 0;
   const int nw = nthreads_ / 32;
   for (;;) {
     bool ran_any = false;
-    for (int b = 0; b < nblocks_; ++b)
-      for (int w = 0; w < nw; ++w) {
+    // reverse order on odd cluster phases: a thread between arrive and wait runs before, or after, the others
+    const bool rev = phase_ & 1;
+    for (int bi = 0; bi < nblocks_; ++bi)
+      for (int wi = 0; wi < nw; ++wi) {
+        const int b = rev ? nblocks_ - 1 - bi : bi, w = rev ? nw - 1 - wi : wi;
         for (;;) {
           bool ran = false;
           for (int l = 0; l < 32; ++l) {
@@ -324,21 +335,39 @@ void Cluster::named_barrier(Thread* t, int id, int n) {
 }
 
 void Cluster::cluster_barrier(Thread* t) {
+  if (t->arrived) fail(t, "cluster_sync() between cluster_arrive and cluster_wait");
+  cluster_arrive(t);
+  cluster_wait(t);
+}
+
+void Cluster::cluster_arrive(Thread* t) {
+  if (t->arrived) fail(t, "cluster_arrive twice without cluster_wait");
+  t->arrived = true;
+  t->arrive_phase = phase_;
+  if (++arrivals_ == int64_t(threads_.size())) {  // the last arrival completes the phase
+    ++phase_;
+    arrivals_ = 0;
+    ++stats_.cluster_barriers;
+    for (int b = 0; b < nblocks_; ++b) barrier_epoch(b);  // cp.async: what landed is visible after the barrier
+  }
+  // no yield: the thread runs on (its next reads are the ones the wait would order)
+}
+
+void Cluster::cluster_wait(Thread* t) {
+  if (!t->arrived) fail(t, "cluster_wait without cluster_arrive");
   t->state = Thread::AT_CLUSTER;
   yield(t);
+  t->arrived = false;
 }
 
 bool Cluster::release_barriers() {
   bool any = false;
-  // cluster barrier: every thread of every block
-  bool all = true;
-  for (const Thread& t : threads_) all = all && t.state == Thread::AT_CLUSTER;
-  if (all) {
-    for (Thread& t : threads_) t.state = Thread::READY;
-    ++stats_.cluster_barriers;
-    for (int b = 0; b < nblocks_; ++b) barrier_epoch(b);
-    return true;
-  }
+  // cluster barrier: a waiting thread whose phase completed (every thread of every block arrived)
+  for (Thread& t : threads_)
+    if (t.state == Thread::AT_CLUSTER && t.arrive_phase < phase_) {
+      t.state = Thread::READY;
+      any = true;
+    }
   for (int b = 0; b < nblocks_; ++b) {
     Thread* bt = &threads_[size_t(b) * nthreads_];
     bool full = true;
@@ -375,7 +404,7 @@ bool Cluster::release_barriers() {
 
 std::string Cluster::describe() const {
   std::ostringstream s;
-  const char* names[] = {"ready", "at a warp collective", "at sync()", "at a named barrier", "at cluster_sync()",
+  const char* names[] = {"ready", "at a warp collective", "at sync()", "at a named barrier", "at cluster_sync()/cluster_wait()",
                          "exited"};
   for (int b = 0; b < nblocks_; ++b) {
     int count[6] = {0, 0, 0, 0, 0, 0};

@@ -12,6 +12,13 @@
 //   - sync() (bar.sync 0) completes when every thread of the block arrived; named_sync(id, n) when n threads
 //     arrived at barrier id; cluster_sync() when every thread of every block of the cluster arrived. A barrier that
 //     can never complete (a thread exited, or waits elsewhere) is reported as a deadlock.
+//   - split cluster barrier (barrier.cluster.arrive / barrier.cluster.wait): cluster_sync() is arrive + wait. A
+//     phase completes when every thread of the cluster arrived; wait returns once the thread's phase completed.
+//     Between its arrive and its wait a thread runs on WITHOUT yielding, and the scheduler runs the blocks (and
+//     the warps of a block) in reverse order on every other phase: a read there of data another thread writes
+//     before its own arrive (only guaranteed after the wait) sees, in one order or the other, the stale value, so
+//     the tests see it as a wrong result. Arrive twice, wait without arrive, cluster_sync() between arrive and
+//     wait, or exiting between them are reported as errors.
 //   - shared memory: each block owns a buffer; sh()/ld4()/st4() check that the address lies in the block's (or, via
 //     map_rank, a cluster peer's) buffer and is aligned; in bank mode every warp access instruction (matched by
 //     call site and per-lane occurrence between two collectives) is replayed against 32 banks of 4 bytes:
@@ -49,7 +56,7 @@ namespace emu {
 
 struct Stats {
   int64_t block_barriers = 0;    // sync() completions, summed over blocks
-  int64_t cluster_barriers = 0;  // cluster_sync() completions, summed over clusters
+  int64_t cluster_barriers = 0;  // cluster barrier phases completed (cluster_sync or arrive/wait), over clusters
   int64_t named_barriers = 0;
   int64_t warp_collectives = 0;  // shuffles and syncwarps, per warp
   int64_t smem_instructions = 0; // warp-wide shared-memory access instructions (bank mode)
@@ -86,6 +93,8 @@ struct Thread {
   int coll_kind = 0, coll_arg = 0;  // the warp collective waited at
   int64_t coll_count = 0;           // warp collectives executed
   int named_id = 0, named_n = 0;
+  bool arrived = false;             // between cluster_arrive and cluster_wait
+  int64_t arrive_phase = 0;         // the cluster barrier phase it arrived at
   uint64_t value = 0;               // shuffle operand
   void* fiber = nullptr;            // saved context
   std::unordered_map<uintptr_t, int> site_count;  // bank mode: occurrences of each access site in this epoch
@@ -118,6 +127,8 @@ class Cluster {
   void block_barrier(Thread* t);
   void named_barrier(Thread* t, int id, int n);
   void cluster_barrier(Thread* t);
+  void cluster_arrive(Thread* t);
+  void cluster_wait(Thread* t);
   void check(const Thread* t, const void* p, size_t bytes, size_t align, const char* what);
   void record(Thread* t, const void* p, int bytes, uintptr_t site);
   [[noreturn]] void fail(const Thread* t, const std::string& msg);
@@ -142,6 +153,8 @@ class Cluster {
   size_t smem_bytes_;
   bool banks_;
   int64_t index_ = 0;
+  int64_t phase_ = 0;     // cluster barrier phases completed in this run
+  int64_t arrivals_ = 0;  // arrivals at the current phase
   std::vector<std::vector<char>> smem_;
   std::vector<Thread> threads_;
   std::vector<uint64_t> values_;  // shuffle operands, two slots (by collective parity) per thread
@@ -194,6 +207,8 @@ class EmuCtx {
   int cluster_rank() const { return t_->block; }
   int cluster_size() const { return c_->nblocks(); }
   void cluster_sync() const { c_->cluster_barrier(t_); }
+  void cluster_arrive() const { c_->cluster_arrive(t_); }
+  void cluster_wait() const { c_->cluster_wait(t_); }
   template <typename T>
   T* map_rank(T* p, int r) const {
     return static_cast<T*>(c_->resolve(t_, const_cast<void*>(static_cast<const void*>(p)), r));

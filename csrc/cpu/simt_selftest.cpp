@@ -50,6 +50,33 @@ void cluster(EmuCtx& ctx, float* s) {
   ctx.cluster_sync();
 }
 
+// The split cluster barrier, two phases: each block writes v = 1000 * phase + (rank + 1) * tid + 1, arrives, reads
+// the peer's value BEFORE its wait (a premature read: floats 64.., phase 1 at 192..) and after it (128.., 256..).
+void split(EmuCtx& ctx, float* s) {
+  const int r = ctx.cluster_rank(), t = ctx.tid();
+  const float* peer = ctx.map_rank(static_cast<const float*>(s), r ^ 1);
+  for (int ph = 0; ph < 2; ++ph) {
+    ctx.sh(s + 320 + ph * 64 + t) = float(1000 * ph + (r + 1) * t + 1);
+    ctx.cluster_arrive();
+    ctx.sh(s + 64 + ph * 128 + t) = ctx.sh(peer + 320 + ph * 64 + t);
+    ctx.cluster_wait();
+    ctx.sh(s + 128 + ph * 128 + t) = ctx.sh(peer + 320 + ph * 64 + t);
+  }
+  ctx.cluster_sync();  // no block exits while its peer still reads it
+}
+
+void arrive_twice(EmuCtx& ctx, float*) {
+  ctx.cluster_arrive();
+  ctx.cluster_arrive();
+}
+
+void wait_alone(EmuCtx& ctx, float*) { ctx.cluster_wait(); }
+
+void arrive_exit(EmuCtx& ctx, float* s) {
+  ctx.cluster_arrive();
+  ctx.sh(s + ctx.tid()) = 1.f;
+}
+
 void oob(EmuCtx& ctx, float* s) { ctx.sh(s + 256 + ctx.tid()) = 1.f; }  // 1 KB of shared memory: 256 floats
 
 void diverge(EmuCtx& ctx, float* s) {
@@ -150,13 +177,17 @@ at::Tensor simt_selftest(c10::string_view name_) {
     memcpy(out.data_ptr<float>(), c.smem(0), 2048);
     return out;
   }
-  const int blocks = name == "cluster" ? 2 : 1;
+  const bool two = name == "cluster" || name == "split" || name == "arrive_twice" || name == "wait_alone" ||
+                   name == "arrive_exit";
+  const int blocks = two ? 2 : 1;
   const int threads = name == "named" ? 192 : 64;
-  const size_t bytes = name == "shuffles" ? 2048 : 1024;  // oob relies on 1024
+  const size_t bytes = name == "shuffles" || name == "split" ? 2048 : 1024;  // oob relies on 1024
   emu::Cluster c(blocks, threads, bytes, false);
   void (*k)(EmuCtx&, float*) = name == "shuffles" ? shuffles : name == "named" ? named : name == "cluster" ? cluster
                                : name == "oob"    ? oob      : name == "diverge" ? diverge
-                               : name == "mma_diverge" ? mma_diverge : name == "deadlock" ? deadlock : nullptr;
+                               : name == "mma_diverge" ? mma_diverge : name == "deadlock" ? deadlock : name == "split" ? split
+                               : name == "arrive_twice" ? arrive_twice : name == "wait_alone" ? wait_alone
+                               : name == "arrive_exit" ? arrive_exit : nullptr;
   TORCH_CHECK(k, "unknown self-test ", name);
   try {
     c.run([&](EmuCtx& ctx) { k(ctx, reinterpret_cast<float*>(c.smem(ctx.cluster_rank()))); }, 0);
