@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-HOT = ("latent_resident_kernel", "latent_cluster_kernel", "update_kernel")
+HOT = ("latent_resident_kernel", "latent_cluster_kernel", "latent_throughput_kernel", "update_kernel")
 FALLBACK = ("latent_staged_kernel",)
 rows, cur = [], None
 for line in sys.stdin:
