@@ -338,3 +338,175 @@ def test_throughput_dispatch_and_seed():
     out, _, st = emulate(small, y0, sch, "auto", seed=77, threads=256, device=[2, 232448, 9])
     assert (st["path"], st["tile"], st["threads"]) == (THROUGHPUT, 8, 256)
     assert (out - cpu).abs().max() < 1e-4
+
+# ---------------------------------------------------------------------------------------------------------------
+# MMA fragments (csrc/core/simt.h): the rounding functions, the PTX ISA's lane layouts, the fragment helpers.
+
+def _bits(x):
+    return torch.as_tensor(x, dtype=torch.float32).view(torch.int32)
+
+
+def _special_floats():
+    """Random floats of every magnitude plus the cases rounding gets wrong first: exact ties (even and odd kept
+    lsb), one ulp either side of a tie, subnormals, the largest finite values (overflow to infinity), +-0, inf."""
+    g = torch.Generator().manual_seed(5)
+    rnd = torch.randint(-2 ** 31, 2 ** 31 - 1, (20000,), generator=g, dtype=torch.int64).to(torch.int32)
+    rnd = rnd[~torch.isnan(rnd.view(torch.float32))]
+    base = torch.randint(0, 2 ** 31 - 1, (2000,), generator=g, dtype=torch.int64).to(torch.int32)
+    base = base[base.view(torch.float32).abs() < 1e38]
+    ties = []
+    for low, half in ((0xFFFF, 0x8000), (0x1FFF, 0x1000)):  # bf16, tf32: the dropped bits and their half
+        t = (base & ~low) | half
+        ties += [t, t + 1, t - 1, t | (low + 1), (t | (low + 1)) - 1]
+    fixed = torch.tensor([0.0, -0.0, 1.0, -1.0, float("inf"), float("-inf"), 3.3895314e38, -3.4028235e38,
+                          1e-40, -1e-40, 1.4e-45, 1.1754942e-38, 65504.0], dtype=torch.float32)
+    allv = torch.cat([rnd.view(torch.float32), *(t.view(torch.float32) for t in ties), fixed])
+    return torch.cat([allv, -allv])
+
+
+def _tf32_numpy(x):
+    """tf32 rounding in numpy, written from the format (not from the C++ bit trick): 11 significant bits for normal
+    numbers, the fixed quantum 2^-136 of fp32's subnormal range, round half away from zero."""
+    import numpy as np
+    x = np.asarray(x, dtype=np.float64)
+    out = x.copy()
+    fin = np.isfinite(x) & (x != 0)
+    m, e = np.frexp(x[fin])                            # |m| in [0.5, 1): 24 bits of m are fp32's significand
+    q = np.ldexp(1.0, np.maximum(e - 11, -136))        # the tf32 ulp (the subnormal range has a fixed one)
+    r = np.sign(x[fin]) * np.floor(np.abs(x[fin]) / q + 0.5) * q
+    r[np.abs(r) >= 2.0 ** 128] = np.inf               # rounded past the largest finite
+    out[fin] = np.copysign(r, x[fin])
+    return torch.from_numpy(out).to(torch.float32)
+
+
+def test_mma_rounding_is_bit_exact():
+    x = _special_floats()
+    ref = x.to(torch.bfloat16).to(torch.float32)   # torch's own conversion: round to nearest, ties to even
+    got = torch.ops.hebm._simt_round("bf16", x)
+    assert torch.equal(_bits(got), _bits(ref))
+    nan = torch.tensor([float("nan"), -float("nan")] + [torch.tensor(0x7F800001 + i * 4099, dtype=torch.int32)
+                                                         .view(torch.float32).item() for i in range(8)])
+    assert torch.isnan(torch.ops.hebm._simt_round("bf16", nan)).all()
+    assert torch.isnan(torch.ops.hebm._simt_round("tf32", nan)).all()
+    got = torch.ops.hebm._simt_round("tf32", x)
+    assert torch.equal(_bits(got), _bits(_tf32_numpy(x)))
+    assert ((_bits(got) & 0x1FFF) == 0).all()
+    # bf16x2 packs lo in bits 0-15, hi in bits 16-31 (cvt.rn.bf16x2.f32 d, hi, lo)
+    pairs = x[: 2 * (x.numel() // 2)]
+    packed = torch.ops.hebm._simt_round("bf16x2", pairs).to(torch.int64) & 0xFFFFFFFF
+    h = pairs.to(torch.bfloat16).view(torch.int16).to(torch.int64) & 0xFFFF
+    assert torch.equal(packed, h[0::2] | (h[1::2] << 16))
+
+
+def _lane_registers(kind, A, B, C):
+    """Each lane's registers [32, 10] (a0-a3, b0-b1, c0-c3) built from the PTX ISA's fragment tables, independently
+    of the C++ helpers; A, B already representable in the format."""
+    regs = torch.zeros(32, 10, dtype=torch.int64)
+
+    def h16(v):
+        return int(torch.tensor([float(v)]).to(torch.bfloat16).view(torch.int16).item()) & 0xFFFF
+
+    def b32(v):
+        return int(torch.tensor([float(v)]).view(torch.int32).item()) & 0xFFFFFFFF
+    for lane in range(32):
+        g, t = lane >> 2, lane & 3
+        if kind == "bf16":   # m16n8k16: "Matrix fragments for mma.m16n8k16 with floating point type"
+            a = [(g, 2 * t), (g + 8, 2 * t), (g, 2 * t + 8), (g + 8, 2 * t + 8)]
+            for i, (r, k) in enumerate(a):
+                regs[lane, i] = h16(A[r, k]) | (h16(A[r, k + 1]) << 16)
+            for i, k in enumerate((2 * t, 2 * t + 8)):
+                regs[lane, 4 + i] = h16(B[k, g]) | (h16(B[k + 1, g]) << 16)
+        else:                # m16n8k8 tf32
+            for i, (r, k) in enumerate([(g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)]):
+                regs[lane, i] = b32(A[r, k])
+            for i, k in enumerate((t, t + 4)):
+                regs[lane, 4 + i] = b32(B[k, g])
+        for i, (r, n) in enumerate([(g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1)]):
+            regs[lane, 6 + i] = b32(C[r, n])
+    return regs.to(torch.int32)   # two's complement wrap of the uint32 bits
+
+
+def _rounded(kind, x):
+    return x.to(torch.bfloat16).to(torch.float32) if kind == "bf16" else _tf32_numpy(x)
+
+
+@pytest.mark.parametrize("kind", ["bf16", "tf32"])
+def test_mma_lane_layouts_follow_the_ptx_isa(kind):
+    """One emulated mma.sync with the lanes' registers laid out by the PTX ISA tables (built here, in Python): each
+    lane's D registers are its C/D-layout elements of A B + C."""
+    K = 16 if kind == "bf16" else 8
+    g = torch.Generator().manual_seed(11)
+    A = _rounded(kind, torch.randn(16, K, generator=g))
+    B = _rounded(kind, torch.randn(K, 8, generator=g))
+    C = torch.randn(16, 8, generator=g)
+    d = torch.ops.hebm._simt_mma_lanes(kind, _lane_registers(kind, A, B, C))
+    ref = A.double() @ B.double() + C.double()
+    lane = torch.arange(32)
+    gi, ti = lane >> 2, lane & 3
+    expect = torch.stack([ref[gi, 2 * ti], ref[gi, 2 * ti + 1], ref[gi + 8, 2 * ti], ref[gi + 8, 2 * ti + 1]], 1)
+    # fp32 accumulation of exact products: K + 1 roundings of partial sums at most |A||B| + |C|
+    bound = (A.double().abs() @ B.double().abs() + C.double().abs()).max() * (K + 1) * 2.0 ** -24
+    assert (d.double() - expect).abs().max() <= bound
+
+
+@pytest.mark.parametrize("b_transposed", [False, True])
+@pytest.mark.parametrize("kind", ["bf16", "tf32"])
+def test_mma_fragments_multiply_matrices(kind, b_transposed):
+    """A [32, 48] B [48, 24] + C tile by tile through load_a/load_b/load_c, the emulated mma and store_d (B read
+    row-major, or from its transpose as a weight matrix W[n][k] is read): equal to torch's matmul of the same
+    rounded operands within fp32 accumulation, and visibly different from the unrounded product."""
+    M, K, N = 32, 48, 24
+    g = torch.Generator().manual_seed(3)
+    A, B, C = torch.randn(M, K, generator=g), torch.randn(K, N, generator=g), torch.randn(M, N, generator=g)
+    d = torch.ops.hebm._simt_mma(kind, A, B, C, b_transposed)
+    ref = _rounded(kind, A).double() @ _rounded(kind, B).double() + C.double()
+    bound = (A.double().abs() @ B.double().abs() + C.double().abs()).max() * (K + 1) * 2.0 ** -24
+    assert (d.double() - ref).abs().max() <= bound
+    exact = A.double() @ B.double() + C.double()
+    assert (d.double() - exact).abs().max() > 10 * bound   # the operands were rounded
+
+
+def test_mma_divergence_is_reported():
+    with pytest.raises(RuntimeError, match="warp divergence"):
+        _C.simt_selftest("mma_diverge")
+
+
+def test_mma_sync_in_the_ptx(tmp_path):
+    """The DeviceCtx members compile to the two mma.sync forms (and the cvt roundings) for sm_80 and sm_90."""
+    import os
+    import shutil
+    import subprocess
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc not installed")
+    src = tmp_path / "mma.cu"
+    src.write_text("""#include "core/simt.h"
+using namespace hebm::core;
+__global__ void k(const float* x, float* y) {
+  __shared__ float s[512];
+  DeviceCtx ctx;
+  for (int i = threadIdx.x; i < 512; i += 32) s[i] = x[i];
+  __syncwarp();
+  uint32_t a[4], b[2];
+  float c[4];
+  load_c_f32(ctx, c, s + 384, 8, 1);
+  load_a_bf16(ctx, a, s, 16, 1);
+  load_b_bf16(ctx, b, s + 256, 1, 16);
+  ctx.mma_bf16_16816(c, a, b, c);
+  load_a_tf32(ctx, a, s, 8, 1);
+  load_b_tf32(ctx, b, s + 256, 8, 1);
+  ctx.mma_tf32_1688(c, a, b, c);
+  store_d_f32(ctx, c, s + 384, 8, 1);
+  __syncwarp();
+  for (int i = threadIdx.x; i < 128; i += 32) y[i] = s[384 + i];
+}
+""")
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+    for arch in ("sm_80", "sm_90"):
+        ptx = tmp_path / f"{arch}.ptx"
+        subprocess.run([nvcc, "-std=c++17", "-O3", "--use_fast_math", f"-arch={arch}", "--ptx", f"-I{root}",
+                        str(src), "-o", str(ptx)], check=True, capture_output=True)
+        text = ptx.read_text()
+        assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in text, arch
+        assert "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" in text, arch
+        assert "cvt.rn.bf16x2.f32" in text and "cvt.rna.tf32.f32" in text, arch

@@ -13,12 +13,16 @@
 //   sh(p)                                       the shared-memory element at p (a reference; checked in the
 //                                               emulation: bounds, alignment, bank conflicts in test mode)
 //   ld4(p) st4(p, v)                            16-byte (float) / 32-byte (double) vector access, p aligned
+//   mma_bf16_16816(d, a, b, c)                  warp-wide tensor-core products D = A B + C (mma.sync, sm_80+):
+//   mma_tf32_1688(d, a, b, c)                   m16n8k16 bf16 and m16n8k8 tf32 with fp32 accumulation; the lane
+//                                               layouts and the fragment helpers are below ("MMA fragments")
 // Two implementations: DeviceCtx below (CUDA intrinsics, inline PTX) and EmuCtx (csrc/cpu/simt_emulation.h), which
 // runs every thread of a block (and of a cluster) as a fiber on the CPU, switching lanes at every warp collective
 // and barrier, so the same kernel source runs lane by lane on a machine without a GPU.
 #pragma once
 
 #include <stdint.h>
+#include <string.h>
 
 #include "macros.h"
 
@@ -113,8 +117,184 @@ struct DeviceCtx {
   __device__ __forceinline__ Vec4<T> ld4(const T* p) const { return *reinterpret_cast<const Vec4<T>*>(p); }
   template <typename T>
   __device__ __forceinline__ void st4(T* p, const Vec4<T>& v) const { *reinterpret_cast<Vec4<T>*>(p) = v; }
+
+  // Tensor-core MMA, one warp collective each (all 32 lanes, converged). Operand registers hold the lane's fragment
+  // elements as described at "MMA fragments" below; d may alias c.
+  __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2],
+                                                 const float c[4]) const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%10, %11, %12, %13};\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+          "f"(c[3]));
+#elif defined(__CUDA_ARCH__)
+    __trap();  // no bf16 mma.sync before sm_80: the launcher never selects a tensor-core kernel there
+#endif
+  }
+  __device__ __forceinline__ void mma_tf32_1688(float d[4], const uint32_t a[4], const uint32_t b[2],
+                                                const float c[4]) const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%10, %11, %12, %13};\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+          "f"(c[3]));
+#elif defined(__CUDA_ARCH__)
+    __trap();  // no tf32 mma.sync before sm_80: the launcher never selects a tensor-core kernel there
+#endif
+  }
 };
 #endif
+
+// ----------------------------------------------------------------------------------------------------------------
+// The matmul precision of a chain: sample_prior(precision="fp32" | "tf32" | "bf16") is this index (the Python
+// tuple hebm_ext.sampling.reference.PRECISIONS), the op's int precision and BlockArgs::precision.
+enum Precision : int { kPrecisionFp32 = 0, kPrecisionTf32 = 1, kPrecisionBf16 = 2 };
+
+// MMA fragments. Reduced-precision operands are rounded once, when a fragment is loaded:
+//   bf16: round to nearest, ties to even (8 significant bits; cvt.rn.bf16x2.f32, torch's x.to(torch.bfloat16));
+//   tf32: round to nearest, ties away from zero, to 10 explicit mantissa bits (cvt.rna.tf32.f32; the mma reads
+//         only the top 19 bits of a tf32 register).
+// NaN stays NaN (quiet), infinities stay, values past the format's largest finite round to infinity.
+
+HEBM_HD uint32_t float_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  return u;
+#endif
+}
+HEBM_HD float bits_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float x;
+  memcpy(&x, &u, 4);
+  return x;
+#endif
+}
+
+// The 16 bits of x rounded to bf16 (portable integer form: adding 0x7fff plus the kept lsb carries into the kept
+// bits exactly when the dropped half is above the tie, or at the tie with an odd lsb).
+HEBM_HD uint32_t bf16_bits_rn(float x) {
+  const uint32_t u = float_bits(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x0040u;  // NaN: keep sign and top payload, quiet
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+// Two floats rounded to bf16 in one register: lo in bits 0-15, hi in bits 16-31 (cvt.rn.bf16x2.f32 d, hi, lo).
+HEBM_HD uint32_t pack_bf16x2(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint32_t d;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
+  return d;
+#else
+  return bf16_bits_rn(lo) | (bf16_bits_rn(hi) << 16);
+#endif
+}
+
+// The float value of x rounded to bf16.
+HEBM_HD float bf16_round(float x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return bits_float(pack_bf16x2(0.f, x) & 0xffff0000u);
+#else
+  return bits_float(bf16_bits_rn(x) << 16);
+#endif
+}
+
+// x rounded to tf32 as the bits of an fp32 register (the low 13 bits zero).
+HEBM_HD uint32_t tf32_bits(float x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint32_t d;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(d) : "f"(x));
+  return d & 0xffffe000u;
+#else
+  const uint32_t u = float_bits(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u | 0x00400000u) & 0xffffe000u;  // NaN: quiet, stays NaN
+  // sign-magnitude: adding half an ulp to the magnitude's bits rounds half away from zero (and carries into the
+  // exponent, up to infinity, where it should)
+  return (u + 0x1000u) & 0xffffe000u;
+#endif
+}
+HEBM_HD float tf32_round(float x) { return bits_float(tf32_bits(x)); }
+
+// Fragment layouts of the PTX ISA ("Matrix fragments for mma.m16n8k16 / mma.m16n8k8"), with g = lane >> 2 and
+// t = lane & 3; a bf16 register holds two elements, the lower-indexed one in bits 0-15:
+//   m16n8k16 bf16   a0 = A[g][2t, 2t+1]  a1 = A[g+8][2t, 2t+1]  a2 = A[g][2t+8, 2t+9]  a3 = A[g+8][2t+8, 2t+9]
+//                   b0 = B[2t, 2t+1][g]  b1 = B[2t+8, 2t+9][g]
+//   m16n8k8 tf32    a0 = A[g][t]  a1 = A[g+8][t]  a2 = A[g][t+4]  a3 = A[g+8][t+4]      b0 = B[t][g]  b1 = B[t+4][g]
+//   C / D (both)    c0 = C[g][2t]  c1 = C[g][2t+1]  c2 = C[g+8][2t]  c3 = C[g+8][2t+1]
+// The helpers read and write fp32 shared memory through ctx.sh (bounds-checked and bank-counted in the
+// emulation). Element (i, j) of a tile is at p[i * rs + j * cs]: a row-major array with leading dimension ld is
+// (rs, cs) = (ld, 1); its transpose is (1, ld) (a weight matrix W[n][k] read as the B = W^T of X W^T).
+// Each is called by all 32 lanes of a warp (each lane loads its own elements; no collective).
+
+// A: the 16 x 16 tile at p (rows m, columns k), rounded to bf16.
+template <class Ctx>
+HEBM_BLOCK_FN void load_a_bf16(Ctx& ctx, uint32_t a[4], const float* p, int rs, int cs) {
+  const int g = ctx.lane() >> 2, t = ctx.lane() & 3;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int i = 0; i < 4; ++i) {
+    const float* q = p + (g + 8 * (i & 1)) * rs + (2 * t + 8 * (i >> 1)) * cs;
+    a[i] = pack_bf16x2(ctx.sh(q), ctx.sh(q + cs));
+  }
+}
+
+// B: the 16 x 8 tile at p (rows k, columns n), rounded to bf16.
+template <class Ctx>
+HEBM_BLOCK_FN void load_b_bf16(Ctx& ctx, uint32_t b[2], const float* p, int rs, int cs) {
+  const int g = ctx.lane() >> 2, t = ctx.lane() & 3;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int i = 0; i < 2; ++i) {
+    const float* q = p + (2 * t + 8 * i) * rs + g * cs;
+    b[i] = pack_bf16x2(ctx.sh(q), ctx.sh(q + rs));
+  }
+}
+
+// A: the 16 x 8 tile at p (rows m, columns k), rounded to tf32.
+template <class Ctx>
+HEBM_BLOCK_FN void load_a_tf32(Ctx& ctx, uint32_t a[4], const float* p, int rs, int cs) {
+  const int g = ctx.lane() >> 2, t = ctx.lane() & 3;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int i = 0; i < 4; ++i) a[i] = tf32_bits(ctx.sh(p + (g + 8 * (i & 1)) * rs + (t + 4 * (i >> 1)) * cs));
+}
+
+// B: the 8 x 8 tile at p (rows k, columns n), rounded to tf32.
+template <class Ctx>
+HEBM_BLOCK_FN void load_b_tf32(Ctx& ctx, uint32_t b[2], const float* p, int rs, int cs) {
+  const int g = ctx.lane() >> 2, t = ctx.lane() & 3;
+  b[0] = tf32_bits(ctx.sh(p + t * rs + g * cs));
+  b[1] = tf32_bits(ctx.sh(p + (t + 4) * rs + g * cs));
+}
+
+// C / D: the 16 x 8 fp32 accumulator tile at p (both shapes share it).
+template <class Ctx>
+HEBM_BLOCK_FN void load_c_f32(Ctx& ctx, float c[4], const float* p, int rs, int cs) {
+  const int g = ctx.lane() >> 2, t = ctx.lane() & 3;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int i = 0; i < 4; ++i) c[i] = ctx.sh(p + (g + 8 * (i >> 1)) * rs + (2 * t + (i & 1)) * cs);
+}
+template <class Ctx>
+HEBM_BLOCK_FN void store_d_f32(Ctx& ctx, const float d[4], float* p, int rs, int cs) {
+  const int g = ctx.lane() >> 2, t = ctx.lane() & 3;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int i = 0; i < 4; ++i) ctx.sh(p + (g + 8 * (i >> 1)) * rs + (2 * t + (i & 1)) * cs) = d[i];
+}
 
 }  // namespace core
 }  // namespace hebm

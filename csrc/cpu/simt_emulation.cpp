@@ -119,6 +119,7 @@ Cluster::Cluster(int nblocks, int nthreads, size_t smem_bytes, bool banks)
   for (int b = 0; b < nblocks; ++b) smem_.emplace_back((smem_bytes + 64 + 63) / 64 * 64 + 64);
   threads_.resize(size_t(nblocks) * nthreads);
   values_.resize(threads_.size() * 2);
+  mma_.resize(threads_.size() * 2 * EmuCtx::kMmaRegs);
   for (size_t i = 0; i < threads_.size(); ++i) stacks_.emplace_back(new char[kStack]);
   accesses_.resize(size_t(nblocks) * (nthreads / 32));
 }
@@ -215,7 +216,7 @@ void Cluster::settle_warp(int b, int w) {
         << (t.state == Thread::DONE ? " has exited"
             : t.state == Thread::AT_WARP ? " waits at a different warp collective"
                                          : " waits at a barrier")
-        << " (a full-mask shuffle needs all 32 lanes at the same instruction)";
+        << " (a full-mask shuffle, __syncwarp or mma.sync needs all 32 lanes at the same instruction)";
       throw std::runtime_error(s.str());
     }
   }
@@ -242,6 +243,53 @@ uint64_t Cluster::warp_collective(Thread* t, int kind, int arg, uint64_t value) 
   }
   if (src < 0 || src > 31) src = t->lane;  // outside the warp: the lane's own value (programming guide, width 32)
   return values_[(size_t(t->block) * nthreads_ + t->warp * 32 + src) * 2 + (n & 1)];
+}
+
+// Element (r, k) of the warp's A and (k, n) of its B, from the lanes' deposited registers `w` (lane l's at
+// w + l * 2 * kMmaRegs), by the PTX ISA's layouts (simt.h: "MMA fragments").
+namespace {
+constexpr int kSlot = 2 * EmuCtx::kMmaRegs;
+float bf16_elem(const uint32_t* w, int lane, int reg, int half) {
+  return core::bits_float(((w[lane * kSlot + reg] >> (16 * half)) & 0xffffu) << 16);
+}
+float tf32_elem(const uint32_t* w, int lane, int reg) {
+  return core::bits_float(w[lane * kSlot + reg] & 0xffffe000u);  // the mma reads the top 19 bits
+}
+float a_elem(int kind, const uint32_t* w, int r, int k) {
+  if (kind == EmuCtx::kMmaBf16) return bf16_elem(w, (r & 7) * 4 + ((k & 7) >> 1), (r >> 3) + 2 * (k >> 3), k & 1);
+  return tf32_elem(w, (r & 7) * 4 + (k & 3), (r >> 3) + 2 * (k >> 2));
+}
+float b_elem(int kind, const uint32_t* w, int k, int n) {
+  if (kind == EmuCtx::kMmaBf16) return bf16_elem(w, n * 4 + ((k & 7) >> 1), 4 + (k >> 3), k & 1);
+  return tf32_elem(w, n * 4 + (k & 3), 4 + (k >> 2));
+}
+}  // namespace
+
+void Cluster::warp_mma(Thread* t, int kind, float d[4], const uint32_t a[4], const uint32_t b[2],
+                       const float c[4]) {
+  const int64_t n = t->coll_count++;
+  t->coll_kind = kind;
+  t->coll_arg = 0;
+  t->state = Thread::AT_WARP;
+  // the lane's slot of this collective's parity (see warp_collective: a lane running ahead uses the other slot)
+  uint32_t* mine = &mma_[(size_t(t->block) * nthreads_ + t->tid) * kSlot + (n & 1) * EmuCtx::kMmaRegs];
+  for (int i = 0; i < 4; ++i) mine[i] = a[i];
+  for (int i = 0; i < 2; ++i) mine[4 + i] = b[i];
+  float cv[4];  // c may alias d
+  for (int i = 0; i < 4; ++i) {
+    cv[i] = c[i];
+    mine[6 + i] = core::float_bits(c[i]);
+  }
+  yield(t);
+  const uint32_t* w = &mma_[(size_t(t->block) * nthreads_ + t->warp * 32) * kSlot + (n & 1) * EmuCtx::kMmaRegs];
+  const int K = kind == EmuCtx::kMmaBf16 ? 16 : 8;
+  const int g = t->lane >> 2, q = t->lane & 3;
+  for (int i = 0; i < 4; ++i) {
+    const int r = g + 8 * (i >> 1), col = 2 * q + (i & 1);
+    float acc = cv[i];
+    for (int k = 0; k < K; ++k) acc += a_elem(kind, w, r, k) * b_elem(kind, w, k, col);  // exact products
+    d[i] = acc;
+  }
 }
 
 void Cluster::block_barrier(Thread* t) {

@@ -4,6 +4,11 @@
 //   - a warp shuffle (full mask, width 32) or __syncwarp completes when all 32 lanes of the warp reached the SAME
 //     collective (the k-th of each lane); each lane deposits its value, then reads its source lane's. Lanes at
 //     different collectives, or exited lanes, are reported as warp divergence (undefined behaviour on the GPU).
+//   - mma_bf16_16816 / mma_tf32_1688 (mma.sync) are warp collectives too: each lane deposits its A, B, C registers,
+//     and once all 32 lanes are there each lane computes its own D elements from the warp's deposits (the PTX ISA's
+//     fragment layouts, csrc/core/simt.h): the fp32 sum, in k order, of C and the exact products of the operands
+//     (a bf16 x bf16 or tf32 x tf32 product is exact in fp32; the hardware's internal order is unspecified, so
+//     the tests compare with tolerances). tf32 registers are read as the mma reads them: their top 19 bits.
 //   - sync() (bar.sync 0) completes when every thread of the block arrived; named_sync(id, n) when n threads
 //     arrived at barrier id; cluster_sync() when every thread of every block of the cluster arrived. A barrier that
 //     can never complete (a thread exited, or waits elsewhere) is reported as a deadlock.
@@ -89,6 +94,7 @@ class Cluster {
 
   // Called by EmuCtx (on the calling fiber).
   uint64_t warp_collective(Thread* t, int kind, int arg, uint64_t value);
+  void warp_mma(Thread* t, int kind, float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
   void block_barrier(Thread* t);
   void named_barrier(Thread* t, int id, int n);
   void cluster_barrier(Thread* t);
@@ -116,6 +122,7 @@ class Cluster {
   std::vector<std::vector<char>> smem_;
   std::vector<Thread> threads_;
   std::vector<uint64_t> values_;  // shuffle operands, two slots (by collective parity) per thread
+  std::vector<uint32_t> mma_;     // mma operands (a0-a3, b0-b1, c0-c3 bits), two slots of kMmaRegs per thread
   std::vector<std::unique_ptr<char[]>> stacks_;
   void* sched_ = nullptr;  // the scheduler's saved context
   Thread* current_ = nullptr;
@@ -185,7 +192,16 @@ class EmuCtx {
     memcpy(p, &v, sizeof(v));
   }
 
-  enum { kSyncWarp = 1, kXor = 2, kDown = 3, kUp = 4, kIdx = 5 };
+  // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 / m16n8k8 ... tf32: see simt.h for the lane layouts.
+  void mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) const {
+    c_->warp_mma(t_, kMmaBf16, d, a, b, c);
+  }
+  void mma_tf32_1688(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) const {
+    c_->warp_mma(t_, kMmaTf32, d, a, b, c);
+  }
+
+  enum { kSyncWarp = 1, kXor = 2, kDown = 3, kUp = 4, kIdx = 5, kMmaBf16 = 6, kMmaTf32 = 7 };
+  static constexpr int kMmaRegs = 10;
 
  private:
   template <typename T>

@@ -1,8 +1,11 @@
 // Test support: small kernels over the SIMT primitive layer run through the emulation, so that the tests can hold
 // the emulation's semantics against the CUDA programming guide (shuffles, named barriers, clusters) and see its
 // diagnoses (out-of-bounds shared memory, divergence at a shuffle, a barrier that cannot complete) and its bank
-// model (wavefronts per access pattern).
+// model (wavefronts per access pattern). The MMA fragments (simt.h) have two ops of their own, registered here:
+// hebm::_simt_mma (a matmul tile by tile through the fragment helpers) and hebm::_simt_mma_lanes (one mma with
+// the lanes' registers given by the test, to hold the layouts against the PTX ISA independently of the helpers).
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <string>
 #include <vector>
@@ -55,6 +58,14 @@ void diverge(EmuCtx& ctx, float* s) {
   ctx.sh(s + ctx.tid()) = v;
 }
 
+// Half a warp at an mma.sync (a warp collective).
+void mma_diverge(EmuCtx& ctx, float* s) {
+  const uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+  float d[4] = {0, 0, 0, 0};
+  if (ctx.lane() < 16) ctx.mma_bf16_16816(d, a, b, d);
+  ctx.sh(s + ctx.tid()) = d[0];
+}
+
 void deadlock(EmuCtx& ctx, float* s) {
   if (ctx.warp() != 0) ctx.sync();  // warp 0 never arrives
   ctx.sh(s + ctx.tid()) = 0.f;
@@ -97,7 +108,7 @@ at::Tensor simt_selftest(c10::string_view name_) {
   emu::Cluster c(blocks, threads, bytes, false);
   void (*k)(EmuCtx&, float*) = name == "shuffles" ? shuffles : name == "named" ? named : name == "cluster" ? cluster
                                : name == "oob"    ? oob      : name == "diverge" ? diverge
-                               : name == "deadlock" ? deadlock : nullptr;
+                               : name == "mma_diverge" ? mma_diverge : name == "deadlock" ? deadlock : nullptr;
   TORCH_CHECK(k, "unknown self-test ", name);
   try {
     c.run([&](EmuCtx& ctx) { k(ctx, reinterpret_cast<float*>(c.smem(ctx.cluster_rank()))); }, 0);
@@ -109,5 +120,151 @@ at::Tensor simt_selftest(c10::string_view name_) {
   return out;
 }
 
+namespace {
+
+// D = A B + C ([M, K] x [K, N] + [M, N], fp32 in shared memory, B stored as [K][N] or, bt, as its transpose
+// [N][K]) by the warps of one block, one 16 x 8 output tile per warp at a time, K in steps of the mma's k.
+template <bool BF16>
+void mma_matmul(EmuCtx& ctx, float* s, const float* A, const float* B, const float* C, int M, int N, int K,
+                bool bt) {
+  float* sA = s;
+  float* sB = sA + M * K;
+  float* sD = sB + K * N;
+  for (int i = ctx.tid(); i < M * K; i += ctx.nthreads()) ctx.sh(sA + i) = A[i];
+  for (int i = ctx.tid(); i < K * N; i += ctx.nthreads()) {
+    const int k = i / N, n = i % N;
+    ctx.sh(sB + (bt ? n * K + k : i)) = B[i];
+  }
+  for (int i = ctx.tid(); i < M * N; i += ctx.nthreads()) ctx.sh(sD + i) = C[i];
+  ctx.sync();
+  const int nt = N / 8, kstep = BF16 ? 16 : 8;
+  for (int tile = ctx.warp(); tile < (M / 16) * nt; tile += ctx.nwarps()) {
+    const int m0 = tile / nt * 16, n0 = tile % nt * 8;
+    float c[4];
+    core::load_c_f32(ctx, c, sD + m0 * N + n0, N, 1);
+    for (int k0 = 0; k0 < K; k0 += kstep) {
+      uint32_t a[4], b[2];
+      const float* pb = bt ? sB + n0 * K + k0 : sB + k0 * N + n0;
+      if (BF16) {
+        core::load_a_bf16(ctx, a, sA + m0 * K + k0, K, 1);
+        core::load_b_bf16(ctx, b, pb, bt ? 1 : N, bt ? K : 1);
+        ctx.mma_bf16_16816(c, a, b, c);
+      } else {
+        core::load_a_tf32(ctx, a, sA + m0 * K + k0, K, 1);
+        core::load_b_tf32(ctx, b, pb, bt ? 1 : N, bt ? K : 1);
+        ctx.mma_tf32_1688(c, a, b, c);
+      }
+    }
+    core::store_d_f32(ctx, c, sD + m0 * N + n0, N, 1);
+  }
+}
+
+bool mma_kind(const std::string& kind) {
+  TORCH_CHECK(kind == "bf16" || kind == "tf32", "kind must be 'bf16' or 'tf32', got '", kind, "'");
+  return kind == "bf16";
+}
+
+}  // namespace
+
+// D = A B + C through the emulated fragment helpers and mma (2 warps). A [M, K], B [K, N], C [M, N] float32
+// contiguous; M % 16 == 0, N % 8 == 0, K a multiple of the mma's k (16 bf16, 8 tf32). Returns D [M, N].
+at::Tensor simt_mma(c10::string_view kind_, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                    bool b_transposed) {
+  const bool bf16 = mma_kind(std::string(kind_));
+  TORCH_CHECK(A.dim() == 2 && B.dim() == 2 && C.dim() == 2 && A.scalar_type() == at::kFloat &&
+                  B.scalar_type() == at::kFloat && C.scalar_type() == at::kFloat,
+              "A, B, C must be 2-d float32");
+  const int M = int(A.size(0)), K = int(A.size(1)), N = int(B.size(1));
+  TORCH_CHECK(B.size(0) == K && C.size(0) == M && C.size(1) == N, "shapes: A [M, K], B [K, N], C [M, N]");
+  TORCH_CHECK(M % 16 == 0 && N % 8 == 0 && K % (bf16 ? 16 : 8) == 0, "M % 16, N % 8, K % ", bf16 ? 16 : 8,
+              " must be 0, got M=", M, " N=", N, " K=", K);
+  const at::Tensor a = A.contiguous(), b = B.contiguous(), c = C.contiguous();
+  const size_t bytes = size_t(M * K + K * N + M * N) * 4;
+  emu::Cluster cl(1, 64, bytes, false);
+  try {
+    cl.run(
+        [&](EmuCtx& ctx) {
+          float* s = reinterpret_cast<float*>(cl.smem(0));
+          if (bf16)
+            mma_matmul<true>(ctx, s, a.data_ptr<float>(), b.data_ptr<float>(), c.data_ptr<float>(), M, N, K,
+                             b_transposed);
+          else
+            mma_matmul<false>(ctx, s, a.data_ptr<float>(), b.data_ptr<float>(), c.data_ptr<float>(), M, N, K,
+                              b_transposed);
+        },
+        0);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, e.what());
+  }
+  at::Tensor out = at::empty({M, N}, at::kFloat);
+  memcpy(out.data_ptr<float>(), reinterpret_cast<float*>(cl.smem(0)) + M * K + K * N, size_t(M * N) * 4);
+  return out;
+}
+
+// One warp-wide mma with the lanes' registers given: regs int32 [32, 10] (a0-a3, b0-b1, then c0-c3 as float
+// bits) per lane. Returns each lane's D registers, float32 [32, 4].
+at::Tensor simt_mma_lanes(c10::string_view kind_, const at::Tensor& regs) {
+  const bool bf16 = mma_kind(std::string(kind_));
+  TORCH_CHECK(regs.dim() == 2 && regs.size(0) == 32 && regs.size(1) == 10 && regs.scalar_type() == at::kInt,
+              "regs must be int32 [32, 10]");
+  const at::Tensor r = regs.contiguous();
+  at::Tensor out = at::empty({32, 4}, at::kFloat);
+  const uint32_t* rp = reinterpret_cast<const uint32_t*>(r.data_ptr<int32_t>());
+  float* op = out.data_ptr<float>();
+  emu::Cluster cl(1, 32, 64, false);
+  try {
+    cl.run(
+        [&](EmuCtx& ctx) {
+          const uint32_t* mine = rp + ctx.lane() * 10;
+          float c[4], d[4];
+          for (int i = 0; i < 4; ++i) c[i] = core::bits_float(mine[6 + i]);
+          if (bf16)
+            ctx.mma_bf16_16816(d, mine, mine + 4, c);
+          else
+            ctx.mma_tf32_1688(d, mine, mine + 4, c);
+          for (int i = 0; i < 4; ++i) op[ctx.lane() * 4 + i] = d[i];
+        },
+        0);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, e.what());
+  }
+  return out;
+}
+
+// The rounding functions of simt.h, elementwise over a float32 tensor: 'bf16' (bf16_round), 'tf32' (tf32_round),
+// 'bf16x2' (pack_bf16x2 of consecutive pairs, as int32 [n / 2]).
+at::Tensor simt_round(c10::string_view kind_, const at::Tensor& x) {
+  const std::string kind(kind_);
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "x must be float32");
+  const at::Tensor v = x.contiguous().reshape({-1});
+  const float* p = v.data_ptr<float>();
+  const int64_t n = v.numel();
+  if (kind == "bf16x2") {
+    TORCH_CHECK(n % 2 == 0, "bf16x2 packs pairs: x needs an even number of elements");
+    at::Tensor out = at::empty({n / 2}, at::kInt);
+    for (int64_t i = 0; i < n / 2; ++i)
+      out.data_ptr<int32_t>()[i] = int32_t(core::pack_bf16x2(p[2 * i], p[2 * i + 1]));
+    return out;
+  }
+  TORCH_CHECK(kind == "bf16" || kind == "tf32", "kind must be 'bf16', 'tf32' or 'bf16x2', got '", kind, "'");
+  at::Tensor out = at::empty({n}, at::kFloat);
+  for (int64_t i = 0; i < n; ++i)
+    out.data_ptr<float>()[i] = kind == "bf16" ? core::bf16_round(p[i]) : core::tf32_round(p[i]);
+  return out.reshape(x.sizes());
+}
+
 }  // namespace cpu
 }  // namespace hebm
+
+// Test-support ops of the MMA fragments (a fragment of the hebm library: the main schemas are in csrc/ops.cpp).
+TORCH_LIBRARY_FRAGMENT(hebm, m) {
+  m.def("_simt_mma(str kind, Tensor A, Tensor B, Tensor C, bool b_transposed) -> Tensor");
+  m.def("_simt_mma_lanes(str kind, Tensor regs) -> Tensor");
+  m.def("_simt_round(str kind, Tensor x) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(hebm, CPU, m) {
+  m.impl("_simt_mma", &hebm::cpu::simt_mma);
+  m.impl("_simt_mma_lanes", &hebm::cpu::simt_mma_lanes);
+  m.impl("_simt_round", &hebm::cpu::simt_round);
+}
