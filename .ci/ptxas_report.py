@@ -6,8 +6,8 @@ import re
 import subprocess
 import sys
 
-HOT = ("latent_resident_kernel", "latent_cluster_kernel", "latent_streamed_kernel", "latent_staged_kernel",
-       "update_kernel")
+HOT = ("latent_resident_kernel", "latent_cluster_kernel", "latent_streamed_kernel", "latent_throughput_kernel",
+       "latent_staged_kernel", "update_kernel")
 rows, cur = [], None
 for line in sys.stdin:
     m = re.search(r"Compiling entry function '([^']+)' for '(sm_\d+a?)'", line)

@@ -41,8 +41,8 @@ TORCH_LIBRARY(hebm, m) {
       "latent_langevin(Tensor y0, Tensor cond, Tensor params, int[] program, float[] schedule, int[] steps, "
       "Tensor timesteps, Tensor noise, Tensor rng, bool trace, int precision=0) -> (Tensor, Tensor)");
   // Test support: the CUDA kernels' block program executed on the CPU lane by lane (csrc/cpu/block_emulation.cpp,
-  // simt_emulation.h). Same arguments, plus the path ('auto', 'staged', 'resident', 'cluster'), threads per block,
-  // chains per block (0: the launcher's choice), staged weight rows (v1; 0: the launcher's), bank-conflict
+  // simt_emulation.h). Same arguments, plus the path ('auto', 'staged', 'resident', 'cluster', 'throughput'),
+  // threads per block, chains per block (0: the launcher's choice), staged weight rows (v1; 0: the launcher's), bank-conflict
   // counting and the device's [multiprocessors, shared-memory bytes per block, compute capability major] (empty:
   // an H200). Returns (y, trace, stats) (stats: see block_emulation.cpp).
   m.def(

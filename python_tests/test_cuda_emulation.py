@@ -287,6 +287,89 @@ def test_bank_model():
     assert got == [[1, 1], [2, 1], [8, 1], [1, 1], [1, 1], [4, 4], [8, 4]]
 
 
+# ------------------------------------------------------------------------------ the throughput path (large B)
+THROUGHPUT = 4  # core::PATH_THROUGHPUT
+ONE_SM = [1, 232448, 9]  # one persistent block loops over every tile
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_throughput_lebm(dtype):
+    """LEBM 100-200-200-1 (panels padded 100 -> 112, 200 -> 208) on the register-tiled GEMMs: 13 chains in tiles
+    of 8 (a partial tile) on one persistent block, then on two."""
+    prior = lebm_prior("lrelu", dtype)
+    sch = H.LangevinSchedule.lebm(steps=2)
+    y0 = torch.randn(13, 100, dtype=dtype)
+    noise = torch.randn(2, 13, 100, dtype=dtype)
+    ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+    for device in (ONE_SM, [2, 232448, 9]):
+        out, _, st = emulate(prior, y0, sch, "throughput", noise=noise, tile=8, device=device)
+        assert (st["path"], st["tile"], st["cluster"]) == (THROUGHPUT, 8, 1)
+        assert (out - ref).abs().max() < TOL[dtype], device
+    assert (H.sample_prior(H.LatentEBMPrior([100], []).to(dtype), y0, sch, noise=noise, backend="reference")
+            - ref).abs().max() > 0.005  # the energy matters (2 steps)
+
+
+def test_throughput_heads_time_conditioning_per_chain_trace():
+    """Five heads (every shape: a 3-hidden-layer head uses both delta buffers, a linear head, an 'all' head),
+    time-conditioned, T = 3, with the trace; then per-chain timesteps with a condition."""
+    prior = multi_head_prior(torch.float64, time_steps=3, out_scale=0.05)
+    sch = H.LangevinSchedule.recovery_likelihood(3, steps=[2, 1, 2], b_square=1e-3)
+    y0 = torch.randn(6, 48, dtype=torch.float64)
+    noise = torch.randn(5, 6, 48, dtype=torch.float64)
+    ref, tr = H.sample_prior(prior, y0, sch, noise=noise, backend="reference", trace=True)
+    out, te, _ = emulate(prior, y0, sch, "throughput", noise=noise, trace=True, tile=4, device=ONE_SM)
+    assert (out - ref).abs().max() < 1e-10
+    torch.testing.assert_close(te, tr["per_chain"], rtol=1e-9, atol=1e-9)
+    t = torch.tensor([2, 0, 1, 1, 0, 2])
+    ref, tr = H.sample_prior(prior, y0, sch, noise=noise[:2], backend="reference", timesteps=t, cond=y0 * 0.5,
+                             trace=True)
+    out, te, _ = emulate(prior, y0, sch, "throughput", noise=noise[:2], timesteps=t, cond=y0 * 0.5, trace=True,
+                         tile=4, device=ONE_SM)
+    assert (out - ref).abs().max() < 1e-10
+    torch.testing.assert_close(te, tr["per_chain"], rtol=1e-9, atol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize("param", ["z", "u"])
+def test_throughput_ladders_and_joint_prior(param):
+    """The diffusion-style ladder (4 layers, soft clamp, time-conditioned heads, T = 3) in float64 and float32,
+    and the joint prior's shapes (a 4 x 200 conditional, 128 -> 200 x 3 and 100 -> 100 x 2 heads)."""
+    for dtype in (torch.float64, torch.float32):
+        prior = deep_ladder_prior(param, dtype, time_steps=3, out_scale=0.05)
+        sch = H.LangevinSchedule.recovery_likelihood(3, steps=[2, 1, 1], b_square=1e-3)
+        y0 = torch.randn(5, 36, dtype=dtype)
+        noise = torch.randn(4, 5, 36, dtype=dtype)
+        ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+        out, _, _ = emulate(prior, y0, sch, "throughput", noise=noise, tile=4, device=ONE_SM)
+        assert (out - ref).abs().max() < TOL[dtype], dtype
+    prior = joint_prior(param, torch.float64)
+    sch = H.LangevinSchedule.lebm(steps=2)
+    y0 = torch.randn(4, 228, dtype=torch.float64)
+    noise = torch.randn(2, 4, 228, dtype=torch.float64)
+    ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
+    out, _, _ = emulate(prior, y0, sch, "throughput", noise=noise, tile=4, threads=128)
+    assert (out - ref).abs().max() < 1e-10
+
+
+def test_throughput_dispatch_and_seed():
+    """The planner takes the throughput path beyond one wave of the latency paths (B > SMs x 4): LEBM at
+    B = 65536 on an H200 in tiles of 32 chains within the 227 KB (B = 100 stays on the cluster); through the
+    emulation on a 2-SM device the automatic choice runs it, with the kernels' Philox noise equal to the CPU
+    kernel's."""
+    prior = lebm_prior("lrelu", torch.float32)
+    params, program = P.build_program(prior, torch.float32, "cpu")
+    (path, tile, cluster, threads, smem, tiles), why = _C.latent_plan(program, params.numel(), 65536, 4, [])
+    assert (path, tile, cluster, threads, tiles) == (THROUGHPUT, 32, 1, 256, 2048) and smem <= 232448, smem
+    assert why == ""
+    assert _C.latent_plan(program, params.numel(), 528, 4, [])[0][0] == 2  # one wave of 4-chain clusters
+    assert _C.latent_plan(program, params.numel(), 529, 4, [])[0][0] == THROUGHPUT
+    small = multi_head_prior(torch.float32)
+    sch = H.LangevinSchedule.lebm(steps=3, step_size=0.3)
+    y0 = torch.randn(12, 48)
+    cpu = H.sample_prior(small, y0, sch, seed=77, backend="fused")
+    out, _, st = emulate(small, y0, sch, "auto", seed=77, threads=256, device=[2, 232448, 9])
+    assert (st["path"], st["tile"], st["threads"]) == (THROUGHPUT, 8, 256)
+    assert (out - cpu).abs().max() < 1e-4
+
 # ---------------------------------------------------------------------------------------------------------------
 # MMA fragments (csrc/core/simt.h): the rounding functions, the PTX ISA's lane layouts, the fragment helpers.
 

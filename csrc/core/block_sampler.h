@@ -176,6 +176,26 @@ struct EngineJobs {
   }
 };
 
+// The members of an engine on one block whose results are never left pending (StagedEngine, TileEngine; WarpEngine
+// on a cluster leaves a backward's partial sums pending for their consumer): barriers run the scheduled noise draw
+// first, nothing to settle.
+template <typename T, class Ctx>
+struct LocalEngine : EngineJobs<T, Ctx> {
+  HEBM_BLOCK_FN bool leader() const { return true; }
+  HEBM_BLOCK_FN void sync(Ctx& ctx) const {
+    this->run_job(ctx);
+    ctx.sync();
+  }
+  HEBM_BLOCK_FN void sync_local(Ctx& ctx) const { sync(ctx); }
+  HEBM_BLOCK_FN void load(Ctx&, const BlockArgs<T>&, T*) const {}
+  HEBM_BLOCK_FN bool settle(Ctx&, const BlockArgs<T>&) const { return false; }
+  HEBM_BLOCK_FN Vec4<T> pending_grad4(Ctx&, const BlockArgs<T>&, const T*, int, int) const {
+    return Vec4<T>{T(0), T(0), T(0), T(0)};
+  }
+  HEBM_BLOCK_FN T pending_grad(Ctx&, const BlockArgs<T>&, const T*, int, int) const { return T(0); }
+  HEBM_BLOCK_FN void drop_pending() const {}
+};
+
 // -alpha of row r's timestep: the factor of the heads' gradient in log p~ (per row: per-chain timesteps).
 template <typename T, class Ctx>
 HEBM_BLOCK_FN T neg_alpha(Ctx& ctx, const BlockArgs<T>& a, const int* trow, int r) {
@@ -185,22 +205,8 @@ HEBM_BLOCK_FN T neg_alpha(Ctx& ctx, const BlockArgs<T>& a, const int* trow, int 
 // ----------------------------------------------------------------------------------------------------------------
 // v1: weights staged through shared memory in chunks, block-stride loops, one thread per dot product.
 template <typename T, class Ctx>
-struct StagedEngine : EngineJobs<T, Ctx> {
+struct StagedEngine : LocalEngine<T, Ctx> {
   HEBM_BLOCK_FN explicit StagedEngine(Ctx&) {}
-  HEBM_BLOCK_FN bool leader() const { return true; }
-  HEBM_BLOCK_FN void sync(Ctx& ctx) const {
-    this->run_job(ctx);
-    ctx.sync();
-  }
-  HEBM_BLOCK_FN void sync_local(Ctx& ctx) const { sync(ctx); }
-  HEBM_BLOCK_FN void load(Ctx&, const BlockArgs<T>&, T*) const {}
-  // Results are never left pending (WarpEngine on a cluster leaves them): nothing to settle.
-  HEBM_BLOCK_FN bool settle(Ctx&, const BlockArgs<T>&) const { return false; }
-  HEBM_BLOCK_FN Vec4<T> pending_grad4(Ctx&, const BlockArgs<T>&, const T*, int, int) const {
-    return Vec4<T>{T(0), T(0), T(0), T(0)};
-  }
-  HEBM_BLOCK_FN T pending_grad(Ctx&, const BlockArgs<T>&, const T*, int, int) const { return T(0); }
-  HEBM_BLOCK_FN void drop_pending() const {}
 
   // How many staged rows of stride ws fit the stage buffer (at most kBlockMaxJC), for the forward and the backward.
   static HEBM_BLOCK_FN int rows_per_chunk(const BlockArgs<T>& a, int ws) {

@@ -6,6 +6,9 @@
 //   PATH_STREAMED (v2): every layer's rows streamed from L2 in chunks through a double-buffered cp.async stage
 //                       (streamed_linear.h; sm_80 and newer), when the weights fit neither of the above.
 //   PATH_STAGED   (v1): weights staged per layer in chunks; taken only when no v2 path fits, with the reason.
+//   PATH_THROUGHPUT (v2, large B): persistent blocks over tiles of up to 32 chains, register-tiled GEMMs on
+//                 weight panels staged from L2 (csrc/core/tile_linear.h); taken when B is more than one wave of
+//                 the latency paths (B > SMs x 4 chains) and a tile of at least 4 chains fits.
 #pragma once
 
 #include <stdint.h>
@@ -13,12 +16,13 @@
 
 #include "block_sampler.h"
 #include "streamed_linear.h"
+#include "tile_linear.h"
 #include "warp_linear.h"
 
 namespace hebm {
 namespace core {
 
-enum LatentPath : int { PATH_STAGED = 0, PATH_RESIDENT = 1, PATH_CLUSTER = 2, PATH_STREAMED = 3 };
+enum LatentPath : int { PATH_STAGED = 0, PATH_RESIDENT = 1, PATH_CLUSTER = 2, PATH_STREAMED = 3, PATH_THROUGHPUT = 4 };
 
 struct DeviceProps {
   int sms;          // multiprocessors
@@ -33,7 +37,8 @@ struct LaunchPlan {
   int tile;        // chains per block (per cluster on PATH_CLUSTER)
   int cluster;     // blocks per cluster
   int threads;     // per block
-  int64_t tiles;   // tiles of chains (grid = tiles * cluster blocks)
+  int64_t tiles;   // tiles of chains
+  int64_t blocks;  // blocks launched: tiles * cluster, or (PATH_THROUGHPUT, persistent) min(tiles, SMs)
   BlockLayout lay;
   int64_t smem_bytes;
   char why[400];   // PATH_STAGED: why the v2 paths do not take the program
@@ -70,6 +75,7 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
     P.cluster = cs;
     P.lay = block_layout(p, c, 0, true, cs);
     P.tiles = (B + c - 1) / c;
+    P.blocks = P.tiles * cs;
     P.smem_bytes = int64_t(P.lay.total) * elem;
     return P.smem_bytes <= budget;
   };
@@ -95,9 +101,27 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
     P.cluster = 1;
     P.lay = streamed_layout(p, c, stage);
     P.tiles = (B + c - 1) / c;
+    P.blocks = P.tiles;
     P.smem_bytes = int64_t(P.lay.total) * elem;
     return P.smem_bytes <= budget;
   };
+  // Large B: the latency paths would run more than one wave of blocks, the step is compute-bound, the
+  // throughput path's register-tiled GEMMs over tiles of up to 32 chains win (docs/CUDA_KERNELS.md).
+  if (path_request == PATH_THROUGHPUT || (path_request < 0 && B > int64_t(d.sms) * kWarpMaxChains)) {
+    const int t = tile_request > 0 ? tile_request : throughput_tile(p, B, d.sms, budget, elem);
+    if (t > 0 || path_request == PATH_THROUGHPUT) {
+      P.path = PATH_THROUGHPUT;
+      P.tile = t;
+      P.cluster = 1;
+      P.threads = kTileThreads;
+      P.lay = throughput_layout(p, t > 0 ? t : kTileTM);
+      P.tiles = t > 0 ? (B + t - 1) / t : 0;
+      P.blocks = P.tiles < d.sms ? P.tiles : d.sms;
+      P.smem_bytes = int64_t(P.lay.total) * elem;
+      return P;
+    }
+    // not even kTileTM chains fit one block with its panels: the latency paths below take it
+  }
   // v2 on one block, then on a 2-block cluster, then streamed: the most chains per block (up to one wave's need)
   // that fit; a forced path (the emulation's tests) takes the requested tile whatever the budget.
   if (path_request == PATH_RESIDENT || path_request == PATH_CLUSTER) {
@@ -159,6 +183,7 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
   P.tile = tile < 1 ? 0 : tile;  // 0: not even one chain fits (the launcher reports it)
   P.lay = block_layout(p, P.tile > 0 ? P.tile : 1, stage, false, 1);
   P.tiles = P.tile > 0 ? (B + P.tile - 1) / P.tile : 0;
+  P.blocks = P.tiles;
   P.smem_bytes = int64_t(P.lay.total) * elem;
   return P;
 }

@@ -12,6 +12,7 @@
 #include "core/block_sampler.h"
 #include "core/launch_plan.h"
 #include "core/streamed_linear.h"
+#include "core/tile_linear.h"
 #include "core/warp_linear.h"
 #include "cpu/simt_emulation.h"
 #include "latent_checks.h"
@@ -34,13 +35,17 @@ int path_code(c10::string_view path) {
   if (path == "resident") return core::PATH_RESIDENT;
   if (path == "cluster") return core::PATH_CLUSTER;
   if (path == "streamed") return core::PATH_STREAMED;
-  TORCH_CHECK(false, "path must be 'auto', 'staged', 'resident', 'cluster' or 'streamed', got '", std::string(path),
-              "'");
+  if (path == "throughput") return core::PATH_THROUGHPUT;
+  TORCH_CHECK(false, "path must be 'auto', 'staged', 'resident', 'cluster', 'streamed' or 'throughput', got '",
+              std::string(path), "'");
 }
 
+// blocks > 0: that many persistent blocks, each looping over the tiles (core::throughput_program); else one
+// block (cluster) per tile.
 template <typename T, class Eng>
-void run_grid(const core::BlockArgs<T>& a, int cluster, int threads, bool banks, emu::Stats& total) {
-  const int64_t tiles = (a.B + a.lay.tile - 1) / a.lay.tile;
+void run_grid(const core::BlockArgs<T>& a, int cluster, int threads, bool banks, emu::Stats& total,
+              int64_t blocks = 0) {
+  const int64_t tiles = blocks > 0 ? blocks : (a.B + a.lay.tile - 1) / a.lay.tile;
   const size_t bytes = size_t(a.lay.total) * sizeof(T);
   std::mutex mu;
   std::string error;
@@ -51,7 +56,10 @@ void run_grid(const core::BlockArgs<T>& a, int cluster, int threads, bool banks,
         cl.run(
             [&](emu::EmuCtx& ctx) {
               T* smem = reinterpret_cast<T*>(cl.smem(ctx.cluster_rank()));
-              core::block_program<T, emu::EmuCtx, Eng>(ctx, a, smem, ctx.cluster_index());
+              if (blocks > 0)
+                core::throughput_program<T, emu::EmuCtx, Eng>(ctx, a, smem, ctx.cluster_index(), blocks);
+              else
+                core::block_program<T, emu::EmuCtx, Eng>(ctx, a, smem, ctx.cluster_index());
             },
             t);
       }
@@ -82,6 +90,10 @@ emu::Stats emulate(const LatentTensors& call, const core::LaunchPlan& P, int thr
 #undef HEBM_EMU_CASE
       default: TORCH_CHECK(false, "the v2 paths take 1-4 chains per block, got ", P.tile);
     }
+    return st;
+  }
+  if (P.path == core::PATH_THROUGHPUT) {
+    run_grid<T, core::TileEngine<T, emu::EmuCtx>>(a, 1, threads, banks, st, P.blocks);
     return st;
   }
   const int cs = P.cluster;
@@ -126,8 +138,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
                                   int(stage_rows));
   }
   TORCH_CHECK(P.tile >= 1, "latent_langevin emulation: not even one chain fits the shared-memory budget");
-  TORCH_CHECK(P.path == core::PATH_STAGED || P.tile <= core::kWarpMaxChains, "the v2 paths take 1-",
-              core::kWarpMaxChains, " chains per block, got tile ", P.tile);
+  TORCH_CHECK(P.path == core::PATH_STAGED || P.path == core::PATH_THROUGHPUT || P.tile <= core::kWarpMaxChains,
+              "the v2 latency paths take 1-", core::kWarpMaxChains, " chains per block, got tile ", P.tile);
+  TORCH_CHECK(P.path != core::PATH_THROUGHPUT || P.tile % core::kTileTM == 0, "the throughput path takes a "
+              "multiple of ", core::kTileTM, " chains per block (its thread tiles), got tile ", P.tile);
   emu::Stats st;
   if (t.c.B > 0) {
     AT_DISPATCH_FLOATING_TYPES(t.y0.scalar_type(), "latent_langevin_emulation", [&] {

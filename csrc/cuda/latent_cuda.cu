@@ -11,6 +11,7 @@
 #include "core/block_sampler.h"
 #include "core/launch_plan.h"
 #include "core/streamed_linear.h"
+#include "core/tile_linear.h"
 #include "core/warp_linear.h"
 #include "cuda/latent_cuda.h"
 
@@ -56,6 +57,14 @@ __global__ void __launch_bounds__(core::kWarpThreads, 1) latent_streamed_kernel(
       ctx, a, reinterpret_cast<float*>(smem4), blockIdx.x);
 }
 
+// The throughput path (large B): persistent blocks (at most one per SM), each looping over tiles of chains.
+__global__ void __launch_bounds__(core::kTileThreads, 1) latent_throughput_kernel(const core::BlockArgs<float> a) {
+  extern __shared__ float4 smem4[];
+  DeviceCtx ctx;
+  core::throughput_program<float, DeviceCtx, core::TileEngine<float, DeviceCtx>>(
+      ctx, a, reinterpret_cast<float*>(smem4), blockIdx.x, gridDim.x);
+}
+
 thread_local char g_msg[512];
 
 const char* fail(const char* what, cudaError_t e) {
@@ -68,7 +77,7 @@ const char* launch(K kernel, const core::LaunchPlan& P, const core::BlockArgs<fl
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(P.smem_bytes));
   if (e != cudaSuccess) return fail("cudaFuncSetAttribute", e);
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(P.tiles * P.cluster));
+  cfg.gridDim = dim3(unsigned(P.blocks));
   cfg.blockDim = dim3(unsigned(P.threads));
   cfg.dynamicSmemBytes = size_t(P.smem_bytes);
   cfg.stream = s;
@@ -119,6 +128,7 @@ const char* latent_langevin_cuda_launch(const LatentCudaCall& c, int* path, cons
       default: return launch(latent_streamed_kernel<4>, P, a, s);
     }
   }
+  if (P.path == core::PATH_THROUGHPUT) return launch(latent_throughput_kernel, P, a, s);
   const bool cl = P.path == core::PATH_CLUSTER;
   switch (P.tile) {
     case 1: return cl ? launch(latent_cluster_kernel<1>, P, a, s) : launch(latent_resident_kernel<1>, P, a, s);
