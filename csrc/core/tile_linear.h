@@ -3,7 +3,8 @@
 // register-tiled SIMT GEMMs (TileEngine below). docs/CUDA_KERNELS.md has the design's arithmetic.
 //   layout:   throughput_layout keeps only the per-chain arrays the program uses (no z / gz without the
 //             u-ladder, no go without a ladder, d1 only for a backward chain of 2+ hidden deltas): LEBM
-//             100-200-200-1 needs 1,304 floats per chain instead of block_layout's ~1,900, so 32 chains and the
+//             100-200-200-1 needs 1,504 floats per chain (200 of them the noise drawn a step ahead) instead of
+//             block_layout's ~2,100, so 32 chains and the
 //             weight panels fit in 227 KB.
 //   GEMM:     C[r][n] = sum_k A[r][k] P[k][n] over the tile's M chains: A is a shared-memory array of the walk
 //             (the layer's inputs forward, its output deltas backward), P a panel of kTileKC weight rows staged
