@@ -23,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cuda(const at::Tensor& y0_, c
               y0_.scalar_type(), " (float64 runs on the CPU kernel)");
   TORCH_CHECK(precision >= core::kPrecisionFp32 && precision <= core::kPrecisionBf16,
               "latent_langevin (CUDA): precision must be 0 (fp32), 1 (tf32) or 2 (bf16), got ", precision);
-  // until the tensor-core throughput kernels land (issue 15, branch i15t), which replace this check
+  // until the tensor-core variant of the throughput path exists (issue 15), which replaces this check
   TORCH_CHECK(precision == core::kPrecisionFp32, "latent_langevin (CUDA): precision='",
               precision == core::kPrecisionTf32 ? "tf32" : "bf16", "' needs the tensor-core kernels, which this "
               "build does not have yet (not built); use precision='fp32'");
