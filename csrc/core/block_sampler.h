@@ -247,9 +247,9 @@ struct StagedEngine : LocalEngine<T, Ctx> {
     }
   }
 
-  // With d_o = DIN[r][o] (* dinw[o] when given): DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
+  // With d_o = DIN[r][o]: DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
   // or, when G is given, G[r][goff + i] += (alpha ? -alpha_r : 1) * sum_o d_o W[o][i].
-  HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, const T* dinw, T* DOUT,
+  HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, T* DOUT,
                               const T* DHprev, T* G, int ldg, int goff, const int* alpha_rows) const {
     const LinearDesc& L = a.prog.lin[jl];
     const int tile = a.lay.tile;
@@ -261,7 +261,7 @@ struct StagedEngine : LocalEngine<T, Ctx> {
       const int n = (L.in - i0) < ic ? (L.in - i0) : ic;
       for (int idx = ctx.tid(); idx < n * L.out; idx += ctx.nthreads()) {
         const int o = idx / n, ii = idx - o * n;
-        ctx.sh(stage + ii * ws + o) = W[(int64_t)o * L.in + i0 + ii] * (dinw ? dinw[o] : T(1));
+        ctx.sh(stage + ii * ws + o) = W[(int64_t)o * L.in + i0 + ii];
       }
       ctx.sync();
       for (int item = ctx.tid(); item < tile * n; item += ctx.nthreads()) {
@@ -293,23 +293,22 @@ struct StagedEngine : LocalEngine<T, Ctx> {
 // ----------------------------------------------------------------------------------------------------------------
 // The program walk, shared by every engine.
 
-// From DIN (the delta of the output of linear jtop; times dinw[o] when given) down to the net's input:
+// From DIN (the delta of the output of linear jtop) down to the net's input:
 // G[r][goff + i] += (alpha_rows ? -alpha_r : 1) * dOut/dx.
 template <typename T, class Ctx, class Eng>
 HEBM_BLOCK_FN void block_backward_chain(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, const NetDesc& net, T* smem,
-                                        int jtop, const T* DIN, const T* dinw, T* G, int ldg,
+                                        int jtop, const T* DIN, T* G, int ldg,
                                         const int* alpha_rows) {
   const BlockLayout& lay = a.lay;
   T* bufs[2] = {smem + lay.d0, smem + lay.d1};
   int nb = 0;
   for (int j = jtop; j >= net.first; --j) {
     if (j > net.first) {
-      eng.backward(ctx, a, smem, j, DIN, dinw, bufs[nb], smem + lay.dh[j - 1], nullptr, 0, 0, nullptr);
+      eng.backward(ctx, a, smem, j, DIN, bufs[nb], smem + lay.dh[j - 1], nullptr, 0, 0, nullptr);
       DIN = bufs[nb];
       nb ^= 1;
-      dinw = nullptr;
     } else {
-      eng.backward(ctx, a, smem, j, DIN, dinw, nullptr, nullptr, G, ldg, net.in_off, alpha_rows);
+      eng.backward(ctx, a, smem, j, DIN, nullptr, nullptr, G, ldg, net.in_off, alpha_rows);
     }
     eng.sync(ctx);
   }
@@ -346,7 +345,7 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, c
   }
   // the delta of the last hidden layer is dh * w_out (formed by its forward)
   const int last = net.first + net.n_lin - 2;
-  block_backward_chain<T, Ctx, Eng>(ctx, eng, a, net, smem, last, smem + lay.dh[last], nullptr, G, D, trow);
+  block_backward_chain<T, Ctx, Eng>(ctx, eng, a, net, smem, last, smem + lay.dh[last], G, D, trow);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -397,7 +396,7 @@ HEBM_BLOCK_FN void block_ladder_forward(Ctx& ctx, const Eng& eng, const BlockArg
 template <typename T, class Ctx, class Eng>
 HEBM_BLOCK_FN void block_ladder_backward(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, const NetDesc& net, T* smem,
                                          T* G) {
-  block_backward_chain<T, Ctx, Eng>(ctx, eng, a, net, smem, net.first + net.n_lin - 1, smem + a.lay.go, nullptr, G,
+  block_backward_chain<T, Ctx, Eng>(ctx, eng, a, net, smem, net.first + net.n_lin - 1, smem + a.lay.go, G,
                                     a.prog.D, nullptr);
 }
 

@@ -127,7 +127,7 @@ struct StreamedEngine : WarpEngine<T, Ctx, C, 1> {
   }
 
   // WarpEngine::backward's contract (DOUT, or G += (-alpha) * ...), over the chunks.
-  HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, const T* dinw, T* DOUT,
+  HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, T* DOUT,
                               const T* DHprev, T* G, int ldg, int goff, const int* alpha_rows) const {
     const LinearDesc& L = a.prog.lin[jl];
     const int ldw = a.lay.ldw[jl], rows = a.lay.rows[jl], nch = (L.out + rows - 1) / rows;
@@ -143,7 +143,7 @@ struct StreamedEngine : WarpEngine<T, Ctx, C, 1> {
         T acc[C];
         HEBM_UNROLL
         for (int c = 0; c < C; ++c) acc[c] = ch == 0 || !ok ? T(0) : ctx.sh(part + c * L.in + i);
-        this->backward_column(ctx, L, Ws, ldw, o0, o1, DIN, nullptr, dinw, i, ok, acc);
+        this->backward_column(ctx, L, Ws, ldw, o0, o1, DIN, nullptr, i, ok, acc);
         if (!ok) continue;
         HEBM_UNROLL
         for (int c = 0; c < C; ++c) {

@@ -9,8 +9,8 @@
 //   GEMM:     C[r][n] = sum_k A[r][k] P[k][n] over the tile's M chains: A is a shared-memory array of the walk
 //             (the layer's inputs forward, its output deltas backward), P a panel of kTileKC weight rows staged
 //             from global memory (L2) into one of two shared buffers (double-buffered: one barrier per panel).
-//             Forward P[k][o] = W[o][k] (the layer transposed), backward P[o][i] = W[o][i] (the layer itself,
-//             times w_out[o] for a head's last hidden layer): the same staged rows, the transposed operand.
+//             Forward P[k][o] = W[o][k] (the layer transposed), backward P[o][i] = W[o][i] (the layer itself;
+//             a head's dh * w_out is formed by the forward's epilogue): the same staged rows, the transposed operand.
 //             Every thread owns a kTileTM x kTileTN tile of C in registers (4 chains x 8 outputs: 32
 //             accumulators; per 4 k: 4 16-byte loads of A, 8 of the panel, 128 FMAs); the epilogue (bias, time
 //             bias, activation and its derivative, or the backward's chain rule / gradient accumulation) runs on
@@ -238,9 +238,9 @@ struct TileEngine : LocalEngine<T, Ctx> {
     gemm(ctx, a, smem, X, ldx, L.out, L.in, stage, epi);
   }
 
-  // With d_o = DIN[r][o] (* dinw[o] when given): DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
+  // With d_o = DIN[r][o]: DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
   // or, when G is given, G[r][goff + i] += (alpha ? -alpha_r : 1) * sum_o d_o W[o][i]. Panel rows: W's rows.
-  HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, const T* dinw, T* DOUT,
+  HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, T* DOUT,
                               const T* DHprev, T* G, int ldg, int goff, const int* alpha_rows) const {
     const LinearDesc& L = a.prog.lin[jl];
     const T* W = a.params + L.w;
@@ -250,7 +250,7 @@ struct TileEngine : LocalEngine<T, Ctx> {
         const int kk = idx / np, i = idx - kk * np;
         const int o = k0 + kk;
         ctx.sh(P + kk * ldp + i) =
-            (i < L.in && kk < kc) ? W[(int64_t)o * L.in + i] * (dinw ? dinw[o] : T(1)) : T(0);
+            (i < L.in && kk < kc) ? W[(int64_t)o * L.in + i] : T(0);
       }
     };
     auto epi = [&](int r, int i, T acc) {

@@ -219,7 +219,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
         if (dyw) dy *= dyw[j];
         ctx.sh(H + c * L.out + j) = y;
         ctx.sh(DH + c * L.out + j) = dy;
-        if (Hp != H) {
+        if (CS > 1) {  // the cluster peer's copies (Hp = H on one block)
           ctx.sh(Hp + c * L.out + j) = y;
           ctx.sh(DHp + c * L.out + j) = dy;
         }
@@ -237,11 +237,11 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   }
 
   // The backward core, one input column i of linear L (lane-owned): acc[c] += sum over the rows o in [o0, o1) of
-  // d_o * (dinw ? dinw[o] : 1) * W[o][i], d_o = din0[c][o] (+ din1[c][o]: a cluster's two pending partial sums),
+  // d_o * W[o][i], d_o = din0[c][o] (+ din1[c][o]: a cluster's two pending partial sums),
   // row o of the weights at Ws + (o - o0) * ldw in shared memory (the resident tile or a streamed chunk); 4 rows at
   // a time with one 16-byte broadcast load of each chain's 4 deltas when o0 and L.out are multiples of 4.
   HEBM_BLOCK_FN void backward_column(Ctx& ctx, const LinearDesc& L, const T* Ws, int ldw, int o0, int o1,
-                                     const T* din0, const T* din1, const T* dinw, int i, bool ok, T* acc) const {
+                                     const T* din0, const T* din1, int i, bool ok, T* acc) const {
     const bool vec = o0 % 4 == 0 && L.out % 4 == 0;  // the delta arrays start 16-byte aligned (block_layout)
     int o = o0;
     if (vec) {
@@ -249,10 +249,6 @@ struct WarpEngine : EngineJobs<T, Ctx> {
         T w[4];
         HEBM_UNROLL
         for (int q = 0; q < 4; ++q) w[q] = ok ? ctx.sh(Ws + (o + q - o0) * ldw + i) : T(0);
-        if (dinw) {
-          HEBM_UNROLL
-          for (int q = 0; q < 4; ++q) w[q] *= dinw[o + q];
-        }
         HEBM_UNROLL
         for (int c = 0; c < C; ++c) {
           Vec4<T> d = ctx.ld4(din0 + c * L.out + o);
@@ -266,7 +262,6 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     }
     for (; o < o1; ++o) {
       T w = ok ? ctx.sh(Ws + (o - o0) * ldw + i) : T(0);
-      if (dinw) w *= dinw[o];
       HEBM_UNROLL
       for (int c = 0; c < C; ++c) {
         T d = ctx.sh(din0 + c * L.out + o);
@@ -276,9 +271,9 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     }
   }
 
-  // With d_o = DIN[r][o] (* dinw[o] when given): DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
+  // With d_o = DIN[r][o]: DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
   // or G[r][goff + i] += (alpha ? -alpha_r : 1) * sum_o d_o W[o][i]; on a cluster the result is left pending.
-  HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, const T* dinw, T* DOUT,
+  HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, T* DOUT,
                               const T* DHprev, T* G, int ldg, int goff, const int* alpha_rows) const {
     const LinearDesc& L = a.prog.lin[jl];
     const int ldw = a.lay.ldw[jl];
@@ -309,7 +304,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
       T acc[C];
       HEBM_UNROLL
       for (int c = 0; c < C; ++c) acc[c] = T(0);
-      backward_column(ctx, L, Ws, ldw, r0, r1, din0, din1, dinw, i, ok, acc);
+      backward_column(ctx, L, Ws, ldw, r0, r1, din0, din1, i, ok, acc);
       if (!ok) continue;
       HEBM_UNROLL
       for (int c = 0; c < C; ++c) {
