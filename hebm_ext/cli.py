@@ -185,8 +185,6 @@ def cmd_train(args) -> int:
         print(f"  checkpoint: {p['last']}  (best: {p['best']})")
         print(f"  metrics:    {p['metrics']}")
         print(f"  log:        {p['log']}, {p['losses']}, {p['curve']}")
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
     return 0
 
 
@@ -439,8 +437,12 @@ def main(argv=None) -> int:
         if v is not None and v < 0:
             print(f"hebm {args.command}: --{name.replace('_', '-')} must be at least 0, got {v}", file=sys.stderr)
             return 2
+    from . import distributed as hdist
+
+    rc = 1
     try:
-        return args.func(args)
+        rc = args.func(args)
+        return rc
     except UsageError as e:
         print(f"hebm {args.command}: {e}", file=sys.stderr)
         return 2
@@ -449,6 +451,8 @@ def main(argv=None) -> int:
             raise
         print(f"hebm {args.command}: {e.strerror or e}", file=sys.stderr)
         return 1
+    finally:  # every command launched by torchrun leaves its process group, on success and on failure
+        hdist.shutdown(ok=rc == 0)
 
 
 if __name__ == "__main__":

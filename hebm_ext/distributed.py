@@ -79,3 +79,17 @@ def all_reduce_mean(values: dict, device) -> dict:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def shutdown(ok: bool = True) -> None:
+    """Leave the process group: a barrier first when the command succeeded (so that rank 0, which hosts the
+    launcher's store, does not exit while another rank still uses it), then ``destroy_process_group``, before the
+    interpreter's teardown (Gloo's worker threads destroyed at interpreter exit abort the process: "terminate
+    called without an active exception"). A no-op outside torchrun."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if ok:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()

@@ -11,4 +11,4 @@ info = hdist.init_from_env("cpu")
 s = evaluate.data_stats(H.data.Digits(split="test"), 300, info, "digits")
 if info.main:
     torch.save({"n": s.n, "mu": torch.as_tensor(s.mu), "sigma": torch.as_tensor(s.sigma)}, sys.argv[1])
-torch.distributed.destroy_process_group()
+hdist.shutdown()

@@ -2,6 +2,7 @@
 test_resume.py), the divergence guard, the anomaly protocol and data-parallel training under torchrun (issue: a real research tool)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -94,15 +95,21 @@ def test_anomaly_protocol(tmp_path):
 # such a launch is retried once, with a warning; any other failure fails the test. Also retried: a rank aborting at
 # interpreter exit with "terminate called without an active exception" after its work is done, seen once in six
 # launches under torch 2.14.1+cu130 (the CUDA wheel venv of .ci/run; never under 2.13): a torch teardown issue
-# (its C++ threads at exit), not this package's; the retry keeps a real failure failing.
+# (Gloo's C++ threads at exit; hebm's main() now leaves the group, barrier then destroy_process_group, before
+# the interpreter's teardown), not this package's; the retry, in a clean output directory, keeps a real failure
+# failing.
 _TRANSPORT_FLAKES = ("Address already in use", "Connection closed by peer", "Connection reset by peer",
                      "Connection refused", "terminate called without an active exception")
 
 
-def _torchrun(*args, timeout=300):
+def _torchrun(*args, fresh=None, timeout=300):
+    """Run ``args`` under a 2-process torchrun; ``fresh`` (a path) is removed before a retry, so that the retry
+    starts where the first launch did (a training run refuses a directory that already holds a run)."""
     e = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
     for attempt in range(2):
+        if attempt and fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
         p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout)
         out = p.stdout[-3000:] + p.stderr[-3000:]
         if p.returncode == 0 or attempt or not any(f in p.stdout + p.stderr for f in _TRANSPORT_FLAKES):
@@ -115,7 +122,7 @@ def _torchrun(*args, timeout=300):
 def test_torchrun_two_processes(tmp_path):
     run = str(tmp_path / "ddp")
     _torchrun("-m", "hebm_ext.cli", "train", "--method", "lebm", "--preset", "digits", "--out", run, "--max-steps",
-              "6", "--ckpt-every", "3", "--log-every", "1", "--n-eval", "60", "--no-progress", *FAST)
+              "6", "--ckpt-every", "3", "--log-every", "1", "--n-eval", "60", "--no-progress", *FAST, fresh=run)
     rows = losses(run)
     assert [r["step"] for r in rows] == list(range(1, 7))
     cfg = json.load(open(os.path.join(run, "config.json")))
