@@ -36,8 +36,10 @@ def mma_check(ptx_dir):
     for f in files:
         funcs = ptx_functions(open(f).read())
         for prec, name in ((0, "fp32"), (1, "tf32"), (2, "bf16")):
+            # TileEngine<float, DeviceCtx, PREC>: its third argument right after the context (a later "Li0E" is
+            # another template's, e.g. forward_k<0>)
             mine = [b for n, b in funcs.items()
-                    if re.search(rf"latent_throughput_kernelILi{prec}E|TileEngineIf\w*?Li{prec}E", n)]
+                    if re.search(rf"latent_throughput_kernelILi{prec}E|TileEngineIf(?:NS0_9DeviceCtxE|S[0-9A-Z]*_)Li{prec}E", n)]
             if not mine:
                 bad.append(f"{os.path.basename(f)}: no function of the {name} throughput kernel")
                 continue
