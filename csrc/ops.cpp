@@ -16,10 +16,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
     const at::Tensor& y0, const at::Tensor& cond, const at::Tensor& params, at::IntArrayRef program,
     at::ArrayRef<double> schedule, at::IntArrayRef steps, const at::Tensor& timesteps, const at::Tensor& noise,
     const at::Tensor& rng, bool trace, c10::string_view path, int64_t threads, int64_t tile, int64_t stage_rows,
-    bool banks, at::IntArrayRef device);
+    bool banks, at::IntArrayRef device, int64_t precision);
 at::Tensor simt_selftest(c10::string_view name);
 std::tuple<std::vector<int64_t>, std::string> latent_langevin_plan(at::IntArrayRef program, int64_t n_params,
-                                                                   int64_t B, int64_t elem, at::IntArrayRef device);
+                                                                   int64_t B, int64_t elem, at::IntArrayRef device,
+                                                                   int64_t precision);
 at::Tensor langevin_update_cpu(const at::Tensor& y, const at::Tensor& y_cond, const at::Tensor& grad,
                                const at::Tensor& noise, const at::Tensor& rng, int64_t step, double c1, double c2,
                                double h, double n);
@@ -44,11 +45,12 @@ TORCH_LIBRARY(hebm, m) {
   // simt_emulation.h). Same arguments, plus the path ('auto', 'staged', 'resident', 'cluster', 'throughput'),
   // threads per block, chains per block (0: the launcher's choice), staged weight rows (v1; 0: the launcher's), bank-conflict
   // counting and the device's [multiprocessors, shared-memory bytes per block, compute capability major] (empty:
-  // an H200). Returns (y, trace, stats) (stats: see block_emulation.cpp).
+  // an H200), and the matmul precision (core::Precision: tf32 / bf16 run the throughput path's tensor-core GEMM,
+  // float32 only). Returns (y, trace, stats) (stats: see block_emulation.cpp).
   m.def(
       "_latent_langevin_emulation(Tensor y0, Tensor cond, Tensor params, int[] program, float[] schedule, "
       "int[] steps, Tensor timesteps, Tensor noise, Tensor rng, bool trace, str path, int threads, int tile, "
-      "int stage_rows, bool banks, int[] device) -> (Tensor, Tensor, Tensor)");
+      "int stage_rows, bool banks, int[] device, int precision=0) -> (Tensor, Tensor, Tensor)");
   // One step of THE update rule for the generic engine (hebm_ext.langevin), given the gradient:
   //   out = c1 * y + c2 * y_cond + h * grad + n * xi
   // xi = noise (that step's [B, ...] slice) when given, else the Philox normal of chain b (first dim of y),
@@ -74,5 +76,8 @@ PYBIND11_MODULE(_C, m) {
         "Test support: a SIMT primitive test kernel run through the CPU emulation (csrc/cpu/simt_selftest.cpp)");
   m.def("latent_plan", &hebm::cpu::latent_langevin_plan,
         "The CUDA launcher's choice for (program ints, parameter count, B, element bytes, device [sms, smem bytes "
-        "per block, cc major] or [] for an H200): ([path, tile, cluster, threads, smem bytes, tiles], why v1)");
+        "per block, cc major] or [] for an H200, precision 0 fp32 / 1 tf32 / 2 bf16): ([path, tile, cluster, "
+        "threads, smem bytes, tiles], why v1)",
+        py::arg("program"), py::arg("n_params"), py::arg("B"), py::arg("elem"), py::arg("device"),
+        py::arg("precision") = 0);
 }

@@ -8,7 +8,9 @@
 //   PATH_STAGED   (v1): weights staged per layer in chunks; taken only when no v2 path fits, with the reason.
 //   PATH_THROUGHPUT (v2, large B): persistent blocks over tiles of up to 32 chains, register-tiled GEMMs on
 //                 weight panels staged from L2 (csrc/core/tile_linear.h); taken when B is more than one wave of
-//                 the latency paths (B > SMs x 4 chains) and a tile of at least 4 chains fits.
+//                 the latency paths (B > SMs x 4 chains) and a tile of at least 4 chains fits; at precision
+//                 tf32 / bf16 always (its tensor-core GEMM, tile_mma.h, is the only reduced-precision kernel),
+//                 tiles of 16 or 32 chains.
 #pragma once
 
 #include <stdint.h>
@@ -56,8 +58,11 @@ inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster) {
 }
 
 // path_request: -1 choose, else the path to take (the emulation tests force each one); tile_request: 0 choose.
+// precision (core::Precision): tf32 / bf16 exist on the throughput path only (its tensor-core GEMM, tile_mma.h),
+// so they take it at any B (tiles of 16 or 32 chains); P.tile = 0 there when not even 16 chains fit (the callers
+// report it, naming the precision).
 inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps& d, int elem, int path_request = -1,
-                              int tile_request = 0) {
+                              int tile_request = 0, int precision = kPrecisionFp32) {
   LaunchPlan P;
   P.why[0] = 0;
   P.threads = kWarpThreads;
@@ -107,14 +112,15 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
   };
   // Large B: the latency paths would run more than one wave of blocks, the step is compute-bound, the
   // throughput path's register-tiled GEMMs over tiles of up to 32 chains win (docs/CUDA_KERNELS.md).
-  if (path_request == PATH_THROUGHPUT || (path_request < 0 && B > int64_t(d.sms) * kWarpMaxChains)) {
-    const int t = tile_request > 0 ? tile_request : throughput_tile(p, B, d.sms, budget, elem);
-    if (t > 0 || path_request == PATH_THROUGHPUT) {
+  const bool mma = precision != kPrecisionFp32;
+  if (path_request == PATH_THROUGHPUT || (path_request < 0 && (mma || B > int64_t(d.sms) * kWarpMaxChains))) {
+    const int t = tile_request > 0 ? tile_request : throughput_tile(p, B, d.sms, budget, elem, precision);
+    if (t > 0 || path_request == PATH_THROUGHPUT || mma) {
       P.path = PATH_THROUGHPUT;
       P.tile = t;
       P.cluster = 1;
       P.threads = kTileThreads;
-      P.lay = throughput_layout(p, t > 0 ? t : kTileTM);
+      P.lay = throughput_layout(p, t > 0 ? t : tile_quantum(precision));
       P.tiles = t > 0 ? (B + t - 1) / t : 0;
       P.blocks = P.tiles < d.sms ? P.tiles : d.sms;
       P.smem_bytes = int64_t(P.lay.total) * elem;
@@ -186,6 +192,30 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
   P.blocks = P.tiles;
   P.smem_bytes = int64_t(P.lay.total) * elem;
   return P;
+}
+
+// Why plan P cannot run `precision` (a message naming it, written into buf), or nullptr: tf32 / bf16 are the
+// throughput path's tensor-core GEMM (mma.sync: compute capability 8.0 and newer), on tiles of 16 or 32 chains.
+// The CUDA launcher and the emulation both ask it, so the tests see the launcher's errors.
+inline const char* precision_plan_error(const LaunchPlan& P, const ProgramDesc& p, const DeviceProps& d, int elem,
+                                        int precision, char* buf, size_t n) {
+  if (precision == kPrecisionFp32) return nullptr;
+  const char* name = precision == kPrecisionTf32 ? "tf32" : "bf16";
+  if (d.cc_major < 8)
+    snprintf(buf, n, "precision='%s' needs tensor cores with mma.sync (compute capability 8.0 or newer), this device "
+             "is %d.x: use precision='fp32'", name, d.cc_major);
+  else if (P.path != PATH_THROUGHPUT)
+    snprintf(buf, n, "precision='%s' runs on the throughput path only (its tensor-core GEMM); the latency paths "
+             "(resident, cluster, streamed, staged) are fp32: use precision='fp32' for them", name);
+  else if (P.tile < kMmaM || P.tile % kMmaM != 0)
+    snprintf(buf, n, "precision='%s' runs the throughput path on tiles of a multiple of %d chains (the mma's rows); "
+             "%s (%lld bytes of shared memory for %d chains, the device has %d per block): use precision='fp32'",
+             name, kMmaM, P.tile == 0 ? "not even 16 chains of this program fit with the weight panels" :
+             "the tile asked for is not one", (long long)(int64_t(throughput_layout(p, kMmaM).total) * elem), kMmaM,
+             d.smem_optin);
+  else
+    return nullptr;
+  return buf;
 }
 
 }  // namespace core

@@ -316,16 +316,18 @@ HEBM_HD float tf32_round(float x) { return bits_float(tf32_bits(x)); }
 // (rs, cs) = (ld, 1); its transpose is (1, ld) (a weight matrix W[n][k] read as the B = W^T of X W^T).
 // Each is called by all 32 lanes of a warp (each lane loads its own elements; no collective).
 
-// A: the 16 x 16 tile at p (rows m, columns k), rounded to bf16.
+// A: the 16 x 16 tile at p (rows m, columns k), rounded to bf16. Columns k >= kn read as zero and are not
+// touched (a partial last k-step: what lies past the last column may be another chain's row, or anything).
 template <class Ctx>
-HEBM_BLOCK_FN void load_a_bf16(Ctx& ctx, uint32_t a[4], const float* p, int rs, int cs) {
+HEBM_BLOCK_FN void load_a_bf16(Ctx& ctx, uint32_t a[4], const float* p, int rs, int cs, int kn = 16) {
   const int g = ctx.lane() >> 2, t = ctx.lane() & 3;
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
   for (int i = 0; i < 4; ++i) {
-    const float* q = p + (g + 8 * (i & 1)) * rs + (2 * t + 8 * (i >> 1)) * cs;
-    a[i] = pack_bf16x2(ctx.sh(q), ctx.sh(q + cs));
+    const int k = 2 * t + 8 * (i >> 1);
+    const float* q = p + (g + 8 * (i & 1)) * rs + k * cs;
+    a[i] = pack_bf16x2(k < kn ? ctx.sh(q) : 0.f, k + 1 < kn ? ctx.sh(q + cs) : 0.f);
   }
 }
 
@@ -342,14 +344,17 @@ HEBM_BLOCK_FN void load_b_bf16(Ctx& ctx, uint32_t b[2], const float* p, int rs, 
   }
 }
 
-// A: the 16 x 8 tile at p (rows m, columns k), rounded to tf32.
+// A: the 16 x 8 tile at p (rows m, columns k), rounded to tf32; columns k >= kn read as zero (as load_a_bf16).
 template <class Ctx>
-HEBM_BLOCK_FN void load_a_tf32(Ctx& ctx, uint32_t a[4], const float* p, int rs, int cs) {
+HEBM_BLOCK_FN void load_a_tf32(Ctx& ctx, uint32_t a[4], const float* p, int rs, int cs, int kn = 8) {
   const int g = ctx.lane() >> 2, t = ctx.lane() & 3;
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-  for (int i = 0; i < 4; ++i) a[i] = tf32_bits(ctx.sh(p + (g + 8 * (i & 1)) * rs + (t + 4 * (i >> 1)) * cs));
+  for (int i = 0; i < 4; ++i) {
+    const int k = t + 4 * (i >> 1);
+    a[i] = k < kn ? tf32_bits(ctx.sh(p + (g + 8 * (i & 1)) * rs + k * cs)) : 0u;
+  }
 }
 
 // B: the 8 x 8 tile at p (rows k, columns n), rounded to tf32.

@@ -21,6 +21,7 @@
 #pragma once
 
 #include "block_sampler.h"
+#include "tile_mma.h"
 
 namespace hebm {
 namespace core {
@@ -30,6 +31,10 @@ constexpr int kTileTN = 8;           // outputs per thread tile
 constexpr int kTileKC = 16;          // weight rows per staged panel (the k of one bf16 MMA)
 constexpr int kTileMaxChains = 32;   // chains per block at most
 constexpr int kTileThreads = 256;
+static_assert(kTileKC == kMmaKC, "a panel is one bf16 k-step (tile_mma.h)");
+
+// Chains per tile come in multiples of this: the fp32 thread tiles' kTileTM, the mma's 16 rows at tf32 / bf16.
+HEBM_HD int tile_quantum(int precision) { return precision == kPrecisionFp32 ? kTileTM : kMmaM; }
 
 HEBM_HD int tile_pad(int n, int m) { return (n + m - 1) / m * m; }
 
@@ -88,13 +93,15 @@ inline BlockLayout throughput_layout(const ProgramDesc& p, int tile) {
   return L;
 }
 
-// The most chains per block (a multiple of kTileTM, at most kTileMaxChains, at most what spreads B over every
-// SM) whose layout fits `budget` bytes; 0 when not even kTileTM chains fit.
-inline int throughput_tile(const ProgramDesc& p, int64_t B, int sms, int64_t budget, int elem) {
+// The most chains per block (a multiple of tile_quantum(precision), at most kTileMaxChains, at most what spreads
+// B over every SM) whose layout fits `budget` bytes; 0 when not even one quantum of chains fits.
+inline int throughput_tile(const ProgramDesc& p, int64_t B, int sms, int64_t budget, int elem,
+                           int precision = kPrecisionFp32) {
+  const int q = tile_quantum(precision);
   const int64_t per_sm = (B + sms - 1) / (sms > 0 ? sms : 1);
-  int t = per_sm < kTileMaxChains ? tile_pad(int(per_sm), kTileTM) : kTileMaxChains;
-  if (t < kTileTM) t = kTileTM;
-  for (; t >= kTileTM; t -= kTileTM)
+  int t = per_sm < kTileMaxChains ? tile_pad(int(per_sm), q) : kTileMaxChains;
+  if (t < q) t = q;
+  for (; t >= q; t -= q)
     if (int64_t(throughput_layout(p, t).total) * elem <= budget) return t;
   return 0;
 }
@@ -113,7 +120,9 @@ HEBM_BLOCK_FN void warp_energy(Ctx& ctx, const BlockArgs<T>& a, const LinearDesc
   }
 }
 
-template <typename T, class Ctx>
+// PREC (core::Precision): fp32 runs the register-tiled SIMT GEMM below; tf32 / bf16 the tensor-core GEMM of
+// tile_mma.h on the same panels and epilogues (float32 chains, tiles a multiple of 16 chains).
+template <typename T, class Ctx, int PREC = kPrecisionFp32>
 struct TileEngine : LocalEngine<T, Ctx> {
   HEBM_BLOCK_FN explicit TileEngine(Ctx&) {}
 
@@ -123,6 +132,10 @@ struct TileEngine : LocalEngine<T, Ctx> {
   template <class Stage, class Epi>
   HEBM_BLOCK_FN void gemm(Ctx& ctx, const BlockArgs<T>& a, T* smem, const T* A, int lda, int N, int K,
                           const Stage& stage, const Epi& epi) const {
+    if constexpr (PREC != kPrecisionFp32) {
+      gemm_mma<PREC>(ctx, a.lay.tile, smem + a.lay.stage, tile_panel_ld(a.prog), A, lda, N, K, stage, epi);
+      return;
+    }
     constexpr int TM = kTileTM, TN = kTileTN;
     const int M = a.lay.tile;  // a multiple of TM (throughput_tile)
     const int mg = M / TM;     // row groups: the thread with row group g owns rows g, g + mg, ..., g + (TM-1) mg

@@ -8,6 +8,7 @@
 
 #include <mutex>
 #include <string>
+#include <type_traits>
 
 #include "core/block_sampler.h"
 #include "core/launch_plan.h"
@@ -74,9 +75,10 @@ void run_grid(const core::BlockArgs<T>& a, int cluster, int threads, bool banks,
 }
 
 template <typename T>
-emu::Stats emulate(const LatentTensors& call, const core::LaunchPlan& P, int threads, bool banks) {
+emu::Stats emulate(const LatentTensors& call, const core::LaunchPlan& P, int threads, bool banks, int precision) {
   core::BlockArgs<T> a = block_args<T>(call);
   a.lay = P.lay;
+  a.precision = precision;
   emu::Stats st;
   if (P.path == core::PATH_STAGED) {
     run_grid<T, core::StagedEngine<T, emu::EmuCtx>>(a, 1, threads, banks, st);
@@ -93,6 +95,17 @@ emu::Stats emulate(const LatentTensors& call, const core::LaunchPlan& P, int thr
     return st;
   }
   if (P.path == core::PATH_THROUGHPUT) {
+    if constexpr (std::is_same<T, float>::value) {  // the tensor-core GEMM takes float32 chains
+      if (precision == core::kPrecisionTf32) {
+        run_grid<T, core::TileEngine<T, emu::EmuCtx, core::kPrecisionTf32>>(a, 1, threads, banks, st, P.blocks);
+        return st;
+      }
+      if (precision == core::kPrecisionBf16) {
+        run_grid<T, core::TileEngine<T, emu::EmuCtx, core::kPrecisionBf16>>(a, 1, threads, banks, st, P.blocks);
+        return st;
+      }
+    }
+    TORCH_CHECK(precision == core::kPrecisionFp32, "precision ", precision, " with ", sizeof(T) * 8, "-bit chains");
     run_grid<T, core::TileEngine<T, emu::EmuCtx>>(a, 1, threads, banks, st, P.blocks);
     return st;
   }
@@ -117,18 +130,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
     const at::Tensor& y0_, const at::Tensor& cond_, const at::Tensor& params_, at::IntArrayRef program,
     at::ArrayRef<double> schedule, at::IntArrayRef steps, const at::Tensor& timesteps_, const at::Tensor& noise_,
     const at::Tensor& rng, bool trace_flag, c10::string_view path, int64_t threads, int64_t tile,
-    int64_t stage_rows, bool banks, at::IntArrayRef device) {
+    int64_t stage_rows, bool banks, at::IntArrayRef device, int64_t precision) {
   TORCH_CHECK(threads >= 32 && threads <= 1024 && threads % 32 == 0,
               "threads must be a multiple of 32 in [32, 1024], got ", threads);
   TORCH_CHECK(tile >= 0 && tile <= core::kBlockMaxTile, "tile must be in [0, ", core::kBlockMaxTile, "], got ", tile);
   TORCH_CHECK(stage_rows >= 0 && stage_rows <= core::kBlockMaxJC, "stage_rows must be in [0, ", core::kBlockMaxJC,
               "], got ", stage_rows);
+  TORCH_CHECK(precision >= core::kPrecisionFp32 && precision <= core::kPrecisionBf16,
+              "latent_langevin emulation: precision must be 0 (fp32), 1 (tf32) or 2 (bf16), got ", precision);
+  TORCH_CHECK(precision == core::kPrecisionFp32 || y0_.scalar_type() == at::kFloat, "latent_langevin emulation: "
+              "precision=", precision, " rounds float32 matmul operands (tensor cores), so y0 must be float32, got ",
+              y0_.scalar_type());
   const LatentTensors t = prepare_latent(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng,
                                          trace_flag);
   const core::DeviceProps dev = device_props(device);
   const int elem = int(t.y0.element_size());
   const int req = path_code(path);
-  core::LaunchPlan P = core::plan_launch(t.c.prog, t.c.B, dev, elem, req, int(tile));
+  core::LaunchPlan P = core::plan_launch(t.c.prog, t.c.B, dev, elem, req, int(tile), int(precision));
+  char perr[400];
+  const char* pe = core::precision_plan_error(P, t.c.prog, dev, elem, int(precision), perr, sizeof(perr));
+  TORCH_CHECK(pe == nullptr, "latent_langevin emulation: ", pe ? pe : "");
   TORCH_CHECK(req < 0 || P.path == req, "latent_langevin emulation: path '", std::string(path), "' was not taken");
   if (P.path == core::PATH_STAGED && stage_rows > 0) {
     P.lay = core::block_layout(t.c.prog, P.tile, core::block_stage_elems(t.c.prog, int(stage_rows)));
@@ -140,12 +161,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
   TORCH_CHECK(P.tile >= 1, "latent_langevin emulation: not even one chain fits the shared-memory budget");
   TORCH_CHECK(P.path == core::PATH_STAGED || P.path == core::PATH_THROUGHPUT || P.tile <= core::kWarpMaxChains,
               "the v2 latency paths take 1-", core::kWarpMaxChains, " chains per block, got tile ", P.tile);
-  TORCH_CHECK(P.path != core::PATH_THROUGHPUT || P.tile % core::kTileTM == 0, "the throughput path takes a "
-              "multiple of ", core::kTileTM, " chains per block (its thread tiles), got tile ", P.tile);
+  TORCH_CHECK(P.path != core::PATH_THROUGHPUT || P.tile % core::tile_quantum(int(precision)) == 0, "the "
+              "throughput path takes a multiple of ", core::tile_quantum(int(precision)), " chains per block (its "
+              "thread tiles / mma rows), got tile ", P.tile);
   emu::Stats st;
   if (t.c.B > 0) {
     AT_DISPATCH_FLOATING_TYPES(t.y0.scalar_type(), "latent_langevin_emulation", [&] {
-      st = emulate<scalar_t>(t, P, int(threads), banks);
+      st = emulate<scalar_t>(t, P, int(threads), banks, int(precision));
     });
   }
   at::Tensor stats = at::tensor(std::vector<int64_t>{P.path, P.tile, P.cluster, threads, int64_t(P.lay.total) * elem,
@@ -158,11 +180,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
 // The launcher's choice for a call (the same host code as the CUDA launcher): ([path, tile, cluster, threads,
 // shared-memory bytes per block, tiles], why v1 was taken or "").
 std::tuple<std::vector<int64_t>, std::string> latent_langevin_plan(at::IntArrayRef program, int64_t n_params, int64_t B,
-                                                                   int64_t elem, at::IntArrayRef device) {
+                                                                   int64_t elem, at::IntArrayRef device,
+                                                                   int64_t precision) {
   core::ProgramDesc p;
   const core::ParseResult pr = core::parse_program(program.data(), int64_t(program.size()), n_params, p);
   TORCH_CHECK(pr.ok, "latent_langevin plan: ", pr.msg);
-  const core::LaunchPlan P = core::plan_launch(p, B, device_props(device), int(elem));
+  TORCH_CHECK(precision >= core::kPrecisionFp32 && precision <= core::kPrecisionBf16,
+              "latent_langevin plan: precision must be 0 (fp32), 1 (tf32) or 2 (bf16), got ", precision);
+  const core::DeviceProps dev = device_props(device);
+  const core::LaunchPlan P = core::plan_launch(p, B, dev, int(elem), -1, 0, int(precision));
+  char perr[400];
+  const char* pe = core::precision_plan_error(P, p, dev, int(elem), int(precision), perr, sizeof(perr));
+  TORCH_CHECK(pe == nullptr, "latent_langevin plan: ", pe ? pe : "");
   return {std::vector<int64_t>{P.path, P.tile, P.cluster, P.threads, P.smem_bytes, P.tiles}, std::string(P.why)};
 }
 

@@ -57,11 +57,23 @@ __global__ void __launch_bounds__(core::kWarpThreads, 1) latent_streamed_kernel(
       ctx, a, reinterpret_cast<float*>(smem4), blockIdx.x);
 }
 
-// The throughput path (large B): persistent blocks (at most one per SM), each looping over tiles of chains.
-__global__ void __launch_bounds__(core::kTileThreads, 1) latent_throughput_kernel(const core::BlockArgs<float> a) {
+// The throughput path (large B): persistent blocks (at most one per SM), each looping over tiles of chains; one
+// kernel per matmul precision (PREC, core::Precision: fp32 the SIMT GEMM, tf32 / bf16 the tensor-core GEMM of
+// tile_mma.h). The mma kernels need sm_80 (the launcher checks the device first).
+// __grid_constant__: the walk (block_program) is too large to inline with the mma GEMM's unrolled tiles, and a
+// call taking the parameter block by reference would otherwise copy all of it (9.3 KB) to local memory.
+template <int PREC>
+__global__ void __launch_bounds__(core::kTileThreads, 1)
+    latent_throughput_kernel(const __grid_constant__ core::BlockArgs<float> a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  if (PREC != core::kPrecisionFp32) {
+    __trap();  // no mma.sync before sm_80
+    return;
+  }
+#endif
   extern __shared__ float4 smem4[];
   DeviceCtx ctx;
-  core::throughput_program<float, DeviceCtx, core::TileEngine<float, DeviceCtx>>(
+  core::throughput_program<float, DeviceCtx, core::TileEngine<float, DeviceCtx, PREC>>(
       ctx, a, reinterpret_cast<float*>(smem4), blockIdx.x, gridDim.x);
 }
 
@@ -105,9 +117,16 @@ const char* latent_langevin_cuda_launch(const LatentCudaCall& c, int* path, cons
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c.device);
   if (e != cudaSuccess) return fail("cudaDeviceGetAttribute", e);
   static thread_local core::LaunchPlan P;
-  P = core::plan_launch(p, c.args.B, core::DeviceProps{sms, smem_optin, major}, int(sizeof(float)));
+  const core::DeviceProps dev{sms, smem_optin, major};
+  P = core::plan_launch(p, c.args.B, dev, int(sizeof(float)), -1, 0, c.args.precision);
   *path = P.path;
   *why = P.why;
+  char perr[400];
+  if (const char* pe = core::precision_plan_error(P, p, dev, int(sizeof(float)), c.args.precision, perr,
+                                                  sizeof(perr))) {
+    snprintf(g_msg, sizeof(g_msg), "latent_langevin (CUDA): %s", pe);
+    return g_msg;
+  }
   if (P.path == core::PATH_STAGED && P.tile < 1) {
     snprintf(g_msg, sizeof(g_msg),
              "latent_langevin (CUDA): one chain of this program needs %d floats of shared memory plus the staging "
@@ -128,7 +147,13 @@ const char* latent_langevin_cuda_launch(const LatentCudaCall& c, int* path, cons
       default: return launch(latent_streamed_kernel<4>, P, a, s);
     }
   }
-  if (P.path == core::PATH_THROUGHPUT) return launch(latent_throughput_kernel, P, a, s);
+  if (P.path == core::PATH_THROUGHPUT) {
+    switch (a.precision) {
+      case core::kPrecisionTf32: return launch(latent_throughput_kernel<core::kPrecisionTf32>, P, a, s);
+      case core::kPrecisionBf16: return launch(latent_throughput_kernel<core::kPrecisionBf16>, P, a, s);
+      default: return launch(latent_throughput_kernel<core::kPrecisionFp32>, P, a, s);
+    }
+  }
   const bool cl = P.path == core::PATH_CLUSTER;
   switch (P.tile) {
     case 1: return cl ? launch(latent_cluster_kernel<1>, P, a, s) : launch(latent_resident_kernel<1>, P, a, s);

@@ -23,10 +23,8 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cuda(const at::Tensor& y0_, c
               y0_.scalar_type(), " (float64 runs on the CPU kernel)");
   TORCH_CHECK(precision >= core::kPrecisionFp32 && precision <= core::kPrecisionBf16,
               "latent_langevin (CUDA): precision must be 0 (fp32), 1 (tf32) or 2 (bf16), got ", precision);
-  // until the tensor-core variant of the throughput path exists (issue 15), which replaces this check
-  TORCH_CHECK(precision == core::kPrecisionFp32, "latent_langevin (CUDA): precision='",
-              precision == core::kPrecisionTf32 ? "tf32" : "bf16", "' needs the tensor-core kernels, which this "
-              "build does not have yet (not built); use precision='fp32'");
+  // tf32 / bf16: the throughput path's tensor-core kernels at any B (the launcher's plan; it names the precision
+  // when the device or the program cannot take them: compute capability < 8.0, not even 16 chains fit)
   // the device guard after the argument checks: a bad call fails before touching any device
   const c10::cuda::CUDAGuard guard(y0_.device());
   const LatentTensors t = prepare_latent(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng_,

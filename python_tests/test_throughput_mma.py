@@ -1,0 +1,190 @@
+"""The throughput path's tensor-core GEMM (csrc/core/tile_mma.h: mma.sync m16n8k8 tf32 / m16n8k16 bf16, fp32
+accumulate) run lane by lane through the emulation (hebm::_latent_langevin_emulation with precision=1 / 2):
+the accuracy rule of docs/CUDA_KERNELS.md (a reduced-precision chain's error against float64 is at most 2x the
+eager chain's at the same precision, reference.matmul_precision, same noise) on the LEBM, joint (z- and
+u-ladder) and diffusion (time heads, per-chain timesteps) programs; the fp32-accumulate structure (operands exact
+in bf16 give the fp32 answer); the chains' moments with the kernel's own Philox noise; the plan and its errors."""
+import copy
+import math
+
+import pytest
+import torch
+
+import hebm_ext as H
+from hebm_ext import _C
+from hebm_ext.sampling import program as P
+from hebm_ext.sampling.reference import PRECISIONS, round_to
+from helpers import joint_prior, lebm_prior, multi_head_prior, sharpen
+
+THROUGHPUT = 4  # core::PATH_THROUGHPUT
+ONE_SM = [1, 232448, 9]
+
+
+def emulate(prior, y0, schedule, precision, *, noise=None, cond=None, timesteps=None, seed=None, path="throughput",
+            threads=128, tile=16, device=ONE_SM):
+    params, program = P.build_program(prior, y0.dtype, y0.device)
+    empty = y0.new_empty(0)
+    rng = torch.tensor([seed or 0, 0], dtype=torch.int64)
+    ts = timesteps if timesteps is not None else torch.empty(0, dtype=torch.int64)
+    out, tr, st = torch.ops.hebm._latent_langevin_emulation(
+        y0, cond if cond is not None else empty, params, program, schedule.coefficients(), list(schedule.K), ts,
+        noise if noise is not None else empty, rng, False, path, threads, tile, 0, False, list(device),
+        PRECISIONS.index(precision))
+    return out, st.tolist()
+
+
+def _program(name):
+    """(float64 prior, schedule, D, extra sample_prior kwargs, chains)."""
+    torch.manual_seed(4)
+    if name == "lebm":
+        return lebm_prior("lrelu", torch.float64, in_dim=100, hidden=200, depth=2), H.LangevinSchedule.lebm(
+            steps=10), 100, {}, 40  # 40 chains: tiles of 16, 16 and a partial 8
+    if name in ("joint_z", "joint_u"):
+        return joint_prior(name[-1], torch.float64), H.LangevinSchedule.lebm(steps=4), 228, {}, 16
+    prior = multi_head_prior(torch.float64, time_steps=3, out_scale=0.05)
+    sch = H.LangevinSchedule.recovery_likelihood(3, steps=[2, 3, 2], b_square=1e-3)
+    if name == "diffusion":
+        return prior, sch, 48, {}, 32
+    g = torch.Generator().manual_seed(3)
+    t = torch.randint(0, 3, (32,), generator=g)
+    return prior, sch, 48, {"timesteps": t, "cond": "half"}, 32  # per-chain timesteps with a condition
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+@pytest.mark.parametrize("name", ["lebm", "joint_z", "joint_u", "diffusion", "diffusion_per_chain"])
+def test_accuracy_rule_against_float64(name, precision):
+    """mean |kernel - float64| <= 2 mean |eager at the same precision - float64| (same noise), and the kernel
+    does round (its error is well above the fp32 kernel's)."""
+    p64, sch, D, kw, B = _program(name)
+    p32 = copy.deepcopy(p64).float()
+    torch.manual_seed(6)
+    y0 = torch.randn(B, D, dtype=torch.float64)
+    S = sch.max_steps if "timesteps" in kw else sch.total_steps
+    noise = torch.randn(S, B, D, dtype=torch.float64)
+    kw64 = dict(kw)
+    if kw.get("cond") == "half":
+        kw64["cond"] = 0.5 * y0
+    kw32 = {k: (v.float() if k == "cond" else v) for k, v in kw64.items()}
+    exact = H.sample_prior(p64, y0, sch, noise=noise, backend="reference", **kw64)
+    eager = H.sample_prior(p32, y0.float(), sch, noise=noise.float(), backend="reference", precision=precision,
+                           **kw32)
+    out, st = emulate(p32, y0.float(), sch, precision, noise=noise.float(), cond=kw32.get("cond"),
+                      timesteps=kw32.get("timesteps"))
+    assert (st[0], st[1]) == (THROUGHPUT, 16)
+    fp32, _ = emulate(p32, y0.float(), sch, "fp32", noise=noise.float(), cond=kw32.get("cond"),
+                      timesteps=kw32.get("timesteps"))
+    err = lambda y: (y.double() - exact).abs().mean().item()  # noqa: E731
+    e_kernel, e_eager, e_fp32 = err(out), err(eager), err(fp32)
+    assert torch.isfinite(out).all()
+    assert e_kernel <= 2 * e_eager, (name, precision, e_kernel, e_eager)
+    assert e_kernel > 5 * e_fp32, (name, precision, e_kernel, e_fp32)  # the operands are rounded
+
+
+def test_bf16_kernel_against_cpu_autocast():
+    """LEBM at bf16, the issue's literal rule: the kernel's error against float64 is at most 2x that of eager
+    torch.autocast("cpu", bfloat16) (which rounds the linears' operands and outputs to bf16)."""
+    p64, sch, D, _, B = _program("lebm")
+    p32 = copy.deepcopy(p64).float()
+    torch.manual_seed(6)
+    y0 = torch.randn(B, D, dtype=torch.float64)
+    noise = torch.randn(sch.total_steps, B, D, dtype=torch.float64)
+    exact = H.sample_prior(p64, y0, sch, noise=noise, backend="reference")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = H.sample_prior(p32, y0.float(), sch, noise=noise.float(), backend="reference", check_finite=False)
+    out, _ = emulate(p32, y0.float(), sch, "bf16", noise=noise.float())
+    e_auto = (auto.double() - exact).abs().mean().item()
+    e_kernel = (out.double() - exact).abs().mean().item()
+    assert e_kernel <= 2 * e_auto, (e_kernel, e_auto)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_exact_operands_give_the_fp32_answer(precision):
+    """One step of a one-hidden-layer LEBM whose matmul operands are exact in bf16 (and so in tf32): y0 and the
+    weights rounded to bf16, LReLU slope 1/4 and w_out in bf16 (so the backward's delta dh * w_out is exact too).
+    Then the products are exact and only the fp32 accumulation rounds: the kernel's energy gradient equals the
+    float64 reference's to fp32 accuracy. The same with weights that are not exact in the format is off by the
+    format's rounding (so the check can tell)."""
+    torch.manual_seed(11)
+    head = sharpen(H.EnergyMLP(100, 200, 1, activation="lrelu", slope=0.25), 3.0)
+    with torch.no_grad():
+        for p_ in head.parameters():
+            p_.copy_(round_to(p_, "bf16"))
+    sch = H.LangevinSchedule.lebm(steps=1, step_size=1.0)
+    y0 = round_to(torch.randn(32, 100), "bf16")
+    noise = torch.zeros(1, 32, 100)
+    flat = H.sample_prior(H.LatentEBMPrior([100], []).double(), y0.double(), sch, noise=noise.double(),
+                          backend="reference")
+    errs = []
+    for perturb in (0.0, 1e-3):
+        h = copy.deepcopy(head)
+        with torch.no_grad():
+            for p_ in h.parameters():
+                p_.add_(perturb * torch.randn_like(p_) * p_.abs())  # relative 1e-3: off the format's grid
+        prior = H.LatentEBMPrior([100], [(h, 0)])
+        ref = H.sample_prior(copy.deepcopy(prior).double(), y0.double(), sch, noise=noise.double(),
+                             backend="reference")
+        energy_part = (ref - flat).abs().max().item()  # what the energy's gradient moves the chains by
+        out, _ = emulate(prior.float(), y0, sch, precision, noise=noise)
+        errs.append((out.double() - ref).abs().max().item() / energy_part)
+    assert errs[0] < 1e-5, errs   # fp32 accumulation of exact products
+    assert errs[1] > 1e-4, errs   # rounded operands: tf32 2^-11, bf16 2^-8 relative
+
+
+@pytest.mark.parametrize("precision", ["bf16"])
+def test_own_noise_moments_match_the_density(precision):
+    """Statistical: the throughput path at bf16 with its own Philox noise on a 2-D energy; the chains' first and
+    second moments against the density's (normalised on a grid), within 4.5 standard errors (bf16's rounding of
+    the energy moves them by ~1e-3, far below one standard error)."""
+    from hebm_ext.toy import grid_probabilities
+
+    torch.manual_seed(0)
+    head = sharpen(H.EnergyMLP(2, 8, 1, activation="tanh"), 3.0)
+    prior = H.LatentEBMPrior([2], [(head, 0)], sigma=1.5)
+    lo, hi, bins = -6.0, 6.0, 120
+    p = grid_probabilities(prior.double().log_prob, lo, hi, bins).double()[:-1].reshape(bins, bins)
+    c = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+    c = 0.5 * (c[1:] + c[:-1])
+    gx, gy = torch.meshgrid(c, c, indexing="ij")
+    exact = torch.stack([(p * gx).sum(), (p * gy).sum(), (p * gx * gx).sum(), (p * gy * gy).sum()])
+    base = torch.tensor([0.0, 0.0, 2.25, 2.25], dtype=torch.float64)
+    prior.float()
+    n = 1024
+    y0 = torch.randn(n, 2) * 1.5
+    sch = H.LangevinSchedule.lebm(steps=250, step_size=0.3, sigma=1.5)
+    y, st = emulate(prior, y0, sch, precision, seed=2024, threads=32, tile=32, device=[4, 232448, 9])
+    assert (st[0], st[1]) == (THROUGHPUT, 32)
+    y = y.double()
+    m = torch.stack([y[:, 0], y[:, 1], y[:, 0] ** 2, y[:, 1] ** 2], dim=1)
+    se = m.std(dim=0) / math.sqrt(n)
+    assert ((exact - base).abs() > 10 * se).any()  # the energy moves the moments (so the test can fail)
+    z = ((m.mean(dim=0) - exact) / se).abs()
+    assert (z < 4.5).all(), (m.mean(dim=0), exact, z)
+
+
+def test_plan_and_errors():
+    """tf32 / bf16 take the throughput path at any B, in tiles of 16 or 32 chains; what cannot run them says why,
+    naming the precision."""
+    prior = lebm_prior("lrelu", torch.float32)
+    params, program = P.build_program(prior, torch.float32, "cpu")
+    for prec in (1, 2):
+        (path, tile, _, threads, smem, tiles), why = _C.latent_plan(program, params.numel(), 65536, 4, [], prec)
+        assert (path, tile, threads, tiles) == (THROUGHPUT, 32, 256, 2048) and why == ""
+        (path, tile, _, _, _, tiles), _ = _C.latent_plan(program, params.numel(), 100, 4, [], prec)
+        assert (path, tile, tiles) == (THROUGHPUT, 16, 7)  # small B: still the tensor-core kernel
+        with pytest.raises(RuntimeError, match="precision='(tf32|bf16)' needs tensor cores with mma.sync .* 7.x"):
+            _C.latent_plan(program, params.numel(), 100, 4, [132, 232448, 7], prec)
+    assert _C.latent_plan(program, params.numel(), 100, 4, [])[0][0] == 2  # fp32: the cluster path, as before
+    y0 = torch.randn(20, 100)
+    sch = H.LangevinSchedule.lebm(steps=1)
+    noise = torch.randn(1, 20, 100)
+    with pytest.raises(RuntimeError, match="precision='bf16' runs on the throughput path only"):
+        emulate(prior, y0, sch, "bf16", noise=noise, path="resident", tile=2)
+    with pytest.raises(RuntimeError, match="precision='tf32' runs the throughput path on tiles of a multiple of 16"):
+        emulate(prior, y0, sch, "tf32", noise=noise, tile=8)
+    with pytest.raises(RuntimeError, match="precision=2 rounds float32 matmul operands .* got Double"):
+        emulate(prior.double(), y0.double(), sch, "bf16", noise=noise.double())
+    # a program whose 16 chains do not fit with the panels
+    big = lebm_prior("lrelu", torch.float32, in_dim=100, hidden=1200, depth=2)
+    params, program = P.build_program(big, torch.float32, "cpu")
+    with pytest.raises(RuntimeError, match="precision='bf16' .* not even 16 chains of this program fit"):
+        _C.latent_plan(program, params.numel(), 100, 4, [], 2)
