@@ -31,12 +31,14 @@ core::DeviceProps device_props(at::IntArrayRef device) {
 
 int path_code(c10::string_view path) {
   if (path == "auto") return -1;
+  if (path == "cluster4") return core::PATH_CLUSTER;
   if (path == "staged") return core::PATH_STAGED;
   if (path == "resident") return core::PATH_RESIDENT;
   if (path == "cluster") return core::PATH_CLUSTER;
   if (path == "streamed") return core::PATH_STREAMED;
   if (path == "throughput") return core::PATH_THROUGHPUT;
-  TORCH_CHECK(false, "path must be 'auto', 'staged', 'resident', 'cluster', 'streamed' or 'throughput', got '",
+  TORCH_CHECK(false, "path must be 'auto', 'staged', 'resident', 'cluster' (2 blocks), 'cluster4' (4 blocks), "
+              "'streamed' or 'throughput', got '",
               std::string(path), "'");
 }
 
@@ -97,11 +99,12 @@ emu::Stats emulate(const LatentTensors& call, const core::LaunchPlan& P, int thr
     return st;
   }
   const int cs = P.cluster;
-  switch (P.tile * 4 + cs) {
+  switch (P.tile * 8 + cs) {
 #define HEBM_EMU_CASE(C, CS) \
-  case C * 4 + CS: run_grid<T, core::WarpEngine<T, emu::EmuCtx, C, CS>>(a, CS, threads, banks, st); break;
+  case C * 8 + CS: run_grid<T, core::WarpEngine<T, emu::EmuCtx, C, CS>>(a, CS, threads, banks, st); break;
     HEBM_EMU_CASE(1, 1) HEBM_EMU_CASE(2, 1) HEBM_EMU_CASE(3, 1) HEBM_EMU_CASE(4, 1)
     HEBM_EMU_CASE(1, 2) HEBM_EMU_CASE(2, 2) HEBM_EMU_CASE(3, 2) HEBM_EMU_CASE(4, 2)
+    HEBM_EMU_CASE(1, 4) HEBM_EMU_CASE(2, 4) HEBM_EMU_CASE(3, 4) HEBM_EMU_CASE(4, 4)
 #undef HEBM_EMU_CASE
     default: TORCH_CHECK(false, "the v2 paths take 1-4 chains per block, got ", P.tile);
   }
@@ -128,7 +131,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
   const core::DeviceProps dev = device_props(device);
   const int elem = int(t.y0.element_size());
   const int req = path_code(path);
-  core::LaunchPlan P = core::plan_launch(t.c.prog, t.c.B, dev, elem, req, int(tile));
+  // the layout's per-warp slots for this many warps (the launcher's blocks have 8)
+  core::LaunchPlan P = core::plan_launch(t.c.prog, t.c.B, dev, elem, req, int(tile), path == "cluster4" ? 4 : 0,
+                                         int(threads / 32));
   TORCH_CHECK(req < 0 || P.path == req, "latent_langevin emulation: path '", std::string(path), "' was not taken");
   if (P.path == core::PATH_STAGED && stage_rows > 0) {
     P.lay = core::block_layout(t.c.prog, P.tile, core::block_stage_elems(t.c.prog, int(stage_rows)));
