@@ -245,7 +245,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
         ctx.sh(DH + c * L.out + j) = dy;
         if (CS > 1) {  // the cluster peers' copies (compile-time: nothing on one block)
           bool dh_all = false;
-          for (int n = 0; n < a.prog.n_nets; ++n) dh_all = dh_all || a.prog.nets[n].first + a.prog.nets[n].n_lin - 1 == jl;
+          for (int n = 0; n < a.prog.n_nets; ++n)
+            dh_all = dh_all || a.prog.nets[n].first + a.prog.nets[n].n_lin - 1 == jl;
           HEBM_UNROLL
           for (int q = 1; q < CS; ++q) {
             const int pr = (rank + q) % CS;
