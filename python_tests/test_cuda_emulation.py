@@ -13,7 +13,8 @@ from hebm_ext import _C
 from hebm_ext.sampling import program as P
 from helpers import deep_ladder_prior, joint_prior, lebm_prior, multi_head_prior, sharpen
 
-PATHS = ["staged", "resident", "cluster", "streamed"]
+PATHS = ["staged", "resident", "cluster", "streamed", "cluster4"]  # cluster: 2 blocks, cluster4: 4 blocks
+PATH_CODE = {"staged": 0, "resident": 1, "cluster": 2, "streamed": 3, "cluster4": 2}
 STREAM_ROWS = 5  # rows per streamed chunk in the tests: many chunks per layer, a partial last one, both stages
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 STAT = ["path", "tile", "cluster", "threads", "smem_bytes", "block_barriers", "cluster_barriers", "named_barriers",
@@ -49,7 +50,8 @@ def test_gaussian_base_lebm_shape(path, dtype):
     ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
     for tile in tiles_for(path):
         out, _, st = emulate(prior, y0, sch, path, noise=noise, tile=tile)
-        assert st["path"] == PATHS.index(path) and st["tile"] == tile
+        assert st["path"] == PATH_CODE[path] and st["tile"] == tile
+        assert st["cluster"] == {"cluster": 2, "cluster4": 4}.get(path, 1)
         assert (out - ref).abs().max() < TOL[dtype], (path, tile)
     flat = H.sample_prior(H.LatentEBMPrior([40], []).to(dtype), y0, sch, noise=noise, backend="reference")
     assert (flat - ref).abs().max() > 0.05  # the energy matters
@@ -147,12 +149,13 @@ def test_joint_prior_on_the_cluster():
 
 
 def test_lebm_dispatch_barriers_and_banks():
-    """LEBM 100-200-200-1 on an H200: its 241 KB of weights take the 2-block cluster; at most 8 barriers per step
-    (4 cluster barriers and 1 block barrier on the cluster, 5 on one block), no bank conflict on either v2 path."""
+    """LEBM 100-200-200-1 on an H200: its 241 KB of weights take a cluster (4 blocks at B = 100:
+    test_cuda_cluster4.py; the 2-block step here); at most 8 barriers per step (4 cluster barriers, 1 block barrier
+    and the 2 backwards' named barriers on the cluster, 5 + 2 on one block), no bank conflict on either v2 path."""
     prior = lebm_prior("lrelu", torch.float32)
     params, program = P.build_program(prior, torch.float32, "cpu")
     (path, tile, cluster, threads, smem, tiles), why = _C.latent_plan(program, params.numel(), 100, 4, [])
-    assert (path, cluster, tile, tiles) == (2, 2, 2, 50) and smem <= 232448 and why == ""
+    assert (path, cluster, tile, tiles) == (2, 4, 4, 25) and smem <= 232448 and why == ""
     (path, *_), why = _C.latent_plan(program, params.numel(), 100, 4, [108, 166912, 8])  # an A100: no clusters
     assert path == 3 and why == ""  # streamed (cp.async from compute capability 8.0)
     steps = 3
@@ -160,15 +163,16 @@ def test_lebm_dispatch_barriers_and_banks():
     y0 = torch.randn(2, 100)
     noise = torch.randn(steps, 2, 100)
     ref = H.sample_prior(prior, y0, sch, noise=noise, backend="reference")
-    out, _, st = emulate(prior, y0, sch, "auto", noise=noise, threads=256, banks=True, tile=2)
+    out, _, st = emulate(prior, y0, sch, "cluster", noise=noise, threads=256, banks=True, tile=2)
     assert (st["path"], st["tile"], st["cluster"]) == (2, 2, 2)
     assert (out - ref).abs().max() < 1e-4
     # 3 outside the steps: loads, timestep start, timestep end. Per step: the 2 forwards and the 2 backwards (each
     # backward's partial sums stored into both blocks before its one barrier), the update's block barrier
     assert (st["cluster_barriers"] - 3) / steps == 4, st
     assert (st["block_barriers"] / 2 - 1) / steps == 1, st  # per block of the 2 (1 outside: after the zeroing)
+    assert st["named_barriers"] / 2 / steps == 2, st  # each backward's: its warps' partial-sum slots written
     # the steps are conflict-free: one step more adds shared-memory instructions but no conflicted one
-    one = emulate(prior, y0, H.LangevinSchedule.lebm(steps=steps - 1), "auto", noise=noise[1:], threads=256,
+    one = emulate(prior, y0, H.LangevinSchedule.lebm(steps=steps - 1), "cluster", noise=noise[1:], threads=256,
                   banks=True, tile=2)[2]
     assert st["smem_instructions"] - one["smem_instructions"] > 1000, (st, one)
     assert st["conflicted"] == one["conflicted"] and st["conflicted"] <= 2, (st, one)
@@ -176,7 +180,7 @@ def test_lebm_dispatch_barriers_and_banks():
     y0 = torch.randn(3, 64)
     out, _, st = emulate(small, y0, sch, "auto", noise=torch.randn(steps, 3, 64), threads=256, banks=True, tile=3)
     assert (st["path"], st["cluster"]) == (1, 1)
-    assert (st["block_barriers"] - 4) / steps == 5, st
+    assert (st["block_barriers"] - 4) / steps == 5 and st["named_barriers"] / steps == 2, st
     # 3 chains of a 128-wide layer: the forward's finishing lanes store (row t, chain c) at c * 128 + t, so one
     # store of 2 rows x 3 chains is 3 wavefronts (3 words per bank) where it would ideally be 1 (the same 3
     # wavefronts per 2 rows the earlier one-lane-per-chain stores cost as 3 instructions): 2 excess wavefronts
@@ -542,25 +546,30 @@ __global__ void k(const float* x, float* y) {
         assert "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" in text, arch
         assert "cvt.rn.bf16x2.f32" in text and "cvt.rna.tf32.f32" in text, arch
 # ------------------------------------------------------------------------------ the streamed v2 variant
-def test_streamed_is_the_resident_path_bit_for_bit():
-    """The streamed engine runs WarpEngine's cores on chunks and sums the backward over the chunks in the same order:
-    chunks of a multiple of 4 rows (the planner takes multiples of 8) give the resident path's float32 result and
-    trace exactly (five heads with every activation over three layers); chunks of 1 or 3 rows change only the
-    grouping of the backward's 4-row vector sums (rounding), not the result."""
+def test_streamed_chunks_are_bit_for_bit_and_match_the_resident_path():
+    """The streamed engine runs the forward core of WarpEngine on chunks and its own column-owner backward
+    (backward_column: lanes own input columns, 4-row vector groups, the sums carried over the chunks in order):
+    chunks of any multiple of 4 rows (the planner takes multiples of 8) give the same float32 result and trace bit
+    for bit (five heads with every activation over three layers); chunks of 1 or 3 rows change only the grouping of
+    the 4-row vector sums (rounding). The resident path's row-owner backward adds the same terms in another order
+    (each warp its rows, then the warps' slots in warp order): equal within float32 rounding, not bit for bit."""
     prior = multi_head_prior(torch.float32)
     sch = H.LangevinSchedule.lebm(steps=3, step_size=0.3)
     y0 = torch.randn(5, 48)
     noise = torch.randn(3, 5, 48)
     for tile in (1, 3):
         res, rtr, _ = emulate(prior, y0, sch, "resident", noise=noise, tile=tile, trace=True)
-        for rows in (1, 3, 4, 8, 64):
+        base, btr, _ = emulate(prior, y0, sch, "streamed", noise=noise, tile=tile, trace=True, stage_rows=4)
+        torch.testing.assert_close(base, res, rtol=0, atol=1e-5)
+        torch.testing.assert_close(btr, rtr, rtol=1e-5, atol=1e-5)
+        for rows in (1, 3, 8, 64):
             out, tr, st = emulate(prior, y0, sch, "streamed", noise=noise, tile=tile, trace=True, stage_rows=rows)
             assert (st["path"], st["tile"], st["cluster"]) == (3, tile, 1)
             if rows % 4 == 0:
-                assert torch.equal(out, res) and torch.equal(tr, rtr), (tile, rows)
+                assert torch.equal(out, base) and torch.equal(tr, btr), (tile, rows)
             else:
-                torch.testing.assert_close(out, res, rtol=0, atol=1e-5)
-                torch.testing.assert_close(tr, rtr, rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(out, base, rtol=0, atol=1e-5)
+                torch.testing.assert_close(tr, btr, rtol=1e-5, atol=1e-5)
 
 
 def test_streamed_plan_and_auto_dispatch():
@@ -585,10 +594,11 @@ def test_streamed_plan_and_auto_dispatch():
     assert path == 0 and "the streamed v2 variant needs" in why and "40000 inputs" in why, why
 
     prior = lebm_prior("gelu", torch.float32, in_dim=40, hidden=160, depth=2)  # 32k weights: 128 KB
-    small_gpu = [132, 48 * 1024, 9]  # neither resident (128 KB) nor a cluster (64 KB per block) fits
+    small_gpu = [132, 40 * 1024, 9]  # neither resident (128 KB) nor a cluster fits (2 blocks: 64 KB of weights per
+    # block; 4 blocks: 32 KB plus the chain's state and the backward's slots, ~46 KB)
     params, program = P.build_program(prior, torch.float32, "cpu")
     (path, tile, cluster, _, smem, _), why = _C.latent_plan(program, params.numel(), 3, 4, small_gpu)
-    assert (path, tile, cluster) == (3, 1, 1) and smem <= 48 * 1024 and why == ""
+    assert (path, tile, cluster) == (3, 1, 1) and smem <= 40 * 1024 and why == ""
     sch = H.LangevinSchedule.lebm(steps=2)
     y0 = torch.randn(3, 40)
     noise = torch.randn(2, 3, 40)

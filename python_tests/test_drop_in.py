@@ -484,7 +484,7 @@ def test_diffusion_ebm_conv_chain_generic_engine():
     assert (x_T - ref).abs().max().item() > 1e-3
 
 
-@pytest.mark.parametrize("path", ["staged", "resident", "cluster", "streamed"])
+@pytest.mark.parametrize("path", ["staged", "resident", "cluster", "streamed", "cluster4"])
 def test_cuda_block_program_runs_the_new_activations(path):
     """The CUDA kernels' paths (executed lane by lane on the CPU by hebm::_latent_langevin_emulation) evaluate a
     converted module with every activation kind through the same core definitions as the CPU kernel."""

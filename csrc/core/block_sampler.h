@@ -54,7 +54,10 @@ struct BlockLayout {
   // row stride ldw[j] (a multiple of 4: vector loads); w[j] = -1 for linears read from global memory (the output
   // row of a head).
   int w[kMaxLinears], ldw[kMaxLinears], rows[kMaxLinears];
-  int part;     // cluster: [2 parities][2 ranks][tile * max_width] partial sums of the backward
+  int part;     // cluster: [2 parities][cluster ranks][tile * max_width] partial sums of the backward
+  int wpart;    // resident (WarpEngine): [warps][tile][wld] the row-owner backward's per-warp partial sums, or -1
+  int wld;      // their row stride (max_width rounded up to 4)
+  int warps;    // warps per block the layout was made for (the per-warp slots)
   int cluster;  // blocks per cluster (1: none)
   int total;    // elements
 };
@@ -64,12 +67,15 @@ HEBM_HD int odd_stride(int n) { return n | 1; }
 // One rank's partial sums of a cluster backward (tile x max_width), padded to 16 bytes: each slot starts aligned.
 HEBM_HD int part_slot(int tile, int max_width) { return (tile * max_width + 3) / 4 * 4; }
 
-// Layout of the per-chain state (every path), then the staging area (ws > 0) or the resident weights.
-inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool resident = false, int cluster = 1) {
+// Layout of the per-chain state (every path), then the staging area (ws > 0) or the resident weights (and the
+// row-owner backward's per-warp partial sums: `warps` per block, 8 for the launcher's 256 threads).
+inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool resident = false, int cluster = 1,
+                                int warps = 8) {
   BlockLayout L;
   L.tile = tile;
   L.ws = ws;
   L.cluster = cluster;
+  L.warps = warps;
   int o = 0;
   auto take = [&](int n) {
     const int at = o;
@@ -91,7 +97,9 @@ inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool res
     L.h[j] = take(tile * p.lin[j].out);
     L.dh[j] = take(tile * p.lin[j].out);
   }
-  L.part = cluster > 1 ? take(4 * part_slot(tile, p.max_width)) : -1;
+  L.part = cluster > 1 ? take(2 * cluster * part_slot(tile, p.max_width)) : -1;
+  L.wld = (p.max_width + 3) / 4 * 4;
+  L.wpart = resident ? take(warps * tile * L.wld) : -1;
   for (int j = 0; j < p.n_lin; ++j) {
     L.w[j] = -1;
     L.ldw[j] = (p.lin[j].in + 3) / 4 * 4;

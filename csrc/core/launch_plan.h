@@ -2,7 +2,8 @@
 // Host code, shared by the CUDA launcher (real device properties) and the CPU emulation (an H200's by default), so
 // the tests see the decisions the GPU will make.
 //   PATH_RESIDENT (v2): every weight of the program resident in one block's shared memory, 1-4 chains per block.
-//   PATH_CLUSTER  (v2): the same with each layer's rows split over a 2-block cluster (sm_90 and newer).
+//   PATH_CLUSTER  (v2): the same with each layer's rows split over a 2- or 4-block cluster (sm_90 and newer; the
+//                       cluster size by cluster_step_clk below).
 //   PATH_STREAMED (v2): every layer's rows streamed from L2 in chunks through a double-buffered cp.async stage
 //                       (streamed_linear.h; sm_80 and newer), when the weights fit neither of the above.
 //   PATH_STAGED   (v1): weights staged per layer in chunks; taken only when no v2 path fits, with the reason.
@@ -53,16 +54,48 @@ constexpr int kStreamL2Share = 3;   // streamed: about sms / 3 blocks saturate t
 // The weights a v2 path keeps resident (elements, with the row padding), over `cluster` blocks.
 inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster) {
   const BlockLayout L = block_layout(p, 1, 0, true, cluster);
-  const BlockLayout S = block_layout(p, 1, 0, false, cluster);
-  return int64_t(L.total - S.total);
+  int64_t n = 0;
+  for (int j = 0; j < p.n_lin; ++j)
+    if (L.w[j] >= 0) n += int64_t(L.rows[j]) * L.ldw[j];
+  return n;
+}
+
+// The planner's model of one Langevin step of a cluster block (clock cycles, H200; docs/CUDA_KERNELS.md, "the
+// cluster size"): what differs between cluster sizes for the same B. Per resident linear: its weights read twice
+// (forward, backward) at 128 B per clock; the row-owner backward's per-warp partial sums written and read back
+// (2 x warps x C x in floats) and this rank's slot stored into the consumer blocks (G: all CS; DOUT: one); the
+// forward's epilogue stores of H into every block (one instruction per batch of rows and block); one cluster
+// barrier per forward and per backward (~350 clk on 2 blocks, ~400 on 4). The FMA work per SM is the same
+// (C x rows per block is B / clusters x out / CS either way) and is left out.
+inline double cluster_step_clk(const ProgramDesc& p, int C, int cs, int warps = 8) {
+  const BlockLayout L = block_layout(p, C, 0, true, cs, warps);
+  double clk = 0;
+  for (int j = 0; j < p.n_lin; ++j) {
+    if (L.w[j] < 0) continue;
+    const LinearDesc& l = p.lin[j];
+    const double rows = L.rows[j], in = l.in;
+    bool first = false;  // its backward writes G (a net's first linear)
+    for (int n = 0; n < p.n_nets; ++n) first = first || p.nets[n].first == j;
+    const int R = C <= 2 ? 8 : 2;  // WarpEngine::forward_rows's rows per batch
+    const double batches = double(((int(rows) + warps - 1) / warps + R - 1) / R * warps);
+    clk += 2 * rows * L.ldw[j] * 4 / 128                    // weights: forward + backward
+           + 2.0 * warps * C * in * 4 / 128                  // per-warp slots: stored, read back
+           + C * in * 4 / 128 * (first ? cs : 1)             // the rank slot into the consumer blocks
+           + batches * cs                                    // the forward's H stores into every block
+           + 2 * (cs == 4 ? 400 : 350);                      // the forward's and the backward's cluster barrier
+  }
+  return clk;
 }
 
 // path_request: -1 choose, else the path to take (the emulation tests force each one); tile_request: 0 choose.
+// cluster_request: PATH_CLUSTER's blocks per cluster (2 or 4; 0 choose); warps: per block in the layout (the
+// launcher's 8; the emulation runs other block sizes).
 // precision (core::Precision): tf32 / bf16 exist on the throughput path only (its tensor-core GEMM, tile_mma.h),
 // so they take it at any B (tiles of 16 or 32 chains); P.tile = 0 there when not even 16 chains fit (the callers
 // report it, naming the precision).
 inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps& d, int elem, int path_request = -1,
-                              int tile_request = 0, int precision = kPrecisionFp32) {
+                              int tile_request = 0, int cluster_request = 0, int warps = kWarpThreads / 32,
+                              int precision = kPrecisionFp32) {
   LaunchPlan P;
   P.why[0] = 0;
   P.threads = kWarpThreads;
@@ -78,7 +111,7 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
     P.path = path;
     P.tile = c;
     P.cluster = cs;
-    P.lay = block_layout(p, c, 0, true, cs);
+    P.lay = block_layout(p, c, 0, true, cs, warps);
     P.tiles = (B + c - 1) / c;
     P.blocks = P.tiles * cs;
     P.smem_bytes = int64_t(P.lay.total) * elem;
@@ -131,7 +164,7 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
   // v2 on one block, then on a 2-block cluster, then streamed: the most chains per block (up to one wave's need)
   // that fit; a forced path (the emulation's tests) takes the requested tile whatever the budget.
   if (path_request == PATH_RESIDENT || path_request == PATH_CLUSTER) {
-    const int cs = path_request == PATH_CLUSTER ? 2 : 1;
+    const int cs = path_request == PATH_CLUSTER ? (cluster_request > 0 ? cluster_request : 2) : 1;
     make(path_request, want(cs), cs);
     return P;
   }
@@ -144,11 +177,29 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
       if (make(PATH_RESIDENT, c, 1)) return P;
       if (tile_request > 0) break;
     }
-    if (d.cc_major >= 9)
-      for (int c = want(2); c >= 1; --c) {
-        if (make(PATH_CLUSTER, c, 2)) return P;
-        if (tile_request > 0) break;
+    if (d.cc_major >= 9) {
+      // the most chains per block (up to one wave's need) that fit 2 and 4 blocks; of the two, the cheaper launch
+      // by cluster_step_clk x waves (4 blocks: half the weights per SM, twice the chains per block for the same
+      // B, a dearer barrier; more than one wave once B > SMs chains)
+      int best = 0, bc = 0;
+      double bclk = 0;
+      for (int cs = 2; cs <= 4; cs += 2) {
+        if (cluster_request > 0 && cs != cluster_request) continue;
+        for (int c = want(cs); c >= 1; --c) {
+          if (make(PATH_CLUSTER, c, cs)) {
+            const int64_t waves = (P.blocks + d.sms - 1) / (d.sms > 0 ? d.sms : 1);
+            const double clk = cluster_step_clk(p, c, cs, warps) * double(waves);
+            if (best == 0 || clk < bclk) best = cs, bc = c, bclk = clk;
+            break;
+          }
+          if (tile_request > 0) break;
+        }
       }
+      if (best > 0) {
+        make(PATH_CLUSTER, bc, best);
+        return P;
+      }
+    }
     if (d.cc_major >= 8)
       for (int c = want_streamed(); c >= 1; --c) {
         if (make_streamed(c, false)) return P;

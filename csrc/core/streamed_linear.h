@@ -122,7 +122,7 @@ struct StreamedEngine : WarpEngine<T, Ctx, C, 1> {
       const T* Ws = next_chunk(ctx, a, smem, jl, ch, nch);
       const int j0 = ch * rows;
       this->template forward_rows<A>(ctx, a, smem, jl, Ws, j0, (out - j0) < rows ? (out - j0) : rows, X, ldx, H, DH,
-                                     H, DH, trow, slope, dyw);
+                                     trow, slope, dyw);
     }
   }
 

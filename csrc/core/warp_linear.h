@@ -1,21 +1,27 @@
 // v2 linear layers of the block program (block_sampler.h): weights resident in shared memory, warp-level
 // arithmetic. C chains per block (1-4, a template parameter: per-chain values stay in registers), CS blocks per
-// cluster (1, or 2: block rank r holds rows [r * rows, (r + 1) * rows) of every layer and the chains' state is
-// replicated in both blocks).
+// cluster (1, 2 or 4: block rank r holds rows [r * rows, (r + 1) * rows) of every layer and the chains' state is
+// replicated in every block).
 //   forward:  warps own contiguous output rows, R at a time (8 for 1-2 chains, 2 for 3-4); lane l owns inputs
 //             k = 128 m + 4 l + q (q < 4), so a row is read with 16-byte vector loads; the lane's inputs of every
 //             chain are held in registers for all rows of the layer (inputs <= 256; wider layers reload them per
 //             row batch); the R x C sums are reduced by one scatter butterfly (warp_sum_scatter: one shuffle
 //             per sum, not five), after which R x C lanes finish one (row, chain) each (bias, time bias,
-//             activation) and write it to every block of the cluster.
-//   backward: lanes own input columns i = 32 cg + l, warps own column groups, every warp runs over the rows this
-//             block holds (the same row-major tile: consecutive lanes read consecutive words, no bank conflict),
-//             4 rows at a time with one 16-byte broadcast load of each chain's 4 input deltas. On a cluster each
-//             block stores its partial sums over its rows (already scaled by DHprev, or -alpha) into its own slot
-//             in BOTH blocks (remote stores), and the result stays pending across the one barrier that follows:
-//             its consumer adds the two slots in rank order (bit-identical in both blocks) - the next backward as
-//             its input deltas, the update (pending_grad4) or settle() as the gradient. No remote loads, one
-//             barrier per backward.
+//             activation) and write H to every block of the cluster (DH only where every block reads it: a
+//             ladder conditional's output; the backward reads DH of the rows its block owns).
+//   backward (row owner, backward_rows): as the forward, warps own contiguous rows o of the block's tile (the
+//             weight rows W[o][:]) and lane l owns inputs i = 128 m + 4 l + q (16-byte loads of W[o][4l .. 4l+3],
+//             two 128-column passes in registers, more passes over the rows when in > 256); the C deltas of up
+//             to 32 rows are loaded once, lane t holding row t's (conflict-free consecutive words), and
+//             broadcast by one shuffle per (row, chain). Each warp stores its C x in partial sums into its own
+//             slot (wpart, 16-byte stores), a named barrier, then the block adds the slots in warp order: on one
+//             block into DOUT (times DHprev) or G (times -alpha); on a cluster into this rank's slot of the
+//             consumer blocks (remote stores: G into every block, DOUT into the blocks owning those rows of the
+//             next layer), and the result stays pending across the walk's barrier that follows: the consumer
+//             adds the CS rank slots in rank order (bit-identical in every block) - the next backward as its
+//             input deltas (times its DHprev rows, local), the update (pending_grad4) or settle() as the
+//             gradient. No remote loads, one named barrier and one walk barrier per backward.
+//   backward_column (the streamed path's core, streamed_linear.h): lanes own input columns, 4 rows at a time.
 //   energy:   warp c reduces chain c's output row (a head's energy) by a shuffle sum.
 #pragma once
 
@@ -24,21 +30,29 @@
 namespace hebm {
 namespace core {
 
+#if defined(__CUDACC__)
+#define HEBM_UNROLL4 _Pragma("unroll 4")
+#else
+#define HEBM_UNROLL4
+#endif
+
 constexpr int kWarpMaxChains = 4;
 constexpr int kWarpInputsInRegs = 256;  // inputs per lane pass: 2 x 128 (32 lanes x float4)
 
 template <typename T, class Ctx, int C, int CS>
 struct WarpEngine : EngineJobs<T, Ctx> {
   static_assert(C >= 1 && C <= kWarpMaxChains, "1-4 chains per block");
-  static_assert(CS == 1 || CS == 2, "clusters of 1 or 2 blocks");
+  static_assert(CS == 1 || CS == 2 || CS == 4, "clusters of 1, 2 or 4 blocks");
   enum { PEND_NONE = 0, PEND_DOUT = 1, PEND_G = 2 };
   int rank;
   mutable int parity = 0;  // which partial-sum buffer pair the next cluster backward fills
-  // A cluster backward's pending result: the two ranks' partial sums in this block's buffer pair `pend_part`,
-  // for DOUT (read by the next backward as its DIN) or for G[c * pend_ldg + pend_goff + i], i < pend_n.
+  // A cluster backward's pending result: the CS ranks' partial sums in this block's buffer group `pend_part`,
+  // for DOUT (read by the next backward as its DIN, times pend_dh: the chain rule's DHprev) or for
+  // G[c * pend_ldg + pend_goff + i], i < pend_n.
   mutable int pend = PEND_NONE;
   mutable const T* pend_part = nullptr;
   mutable const T* pend_out = nullptr;
+  mutable const T* pend_dh = nullptr;
   mutable T* pend_g = nullptr;
   mutable int pend_ldg = 0, pend_goff = 0, pend_n = 0;
 
@@ -69,11 +83,13 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   // Adds a pending gradient into its G (every thread its share; the caller puts a barrier before G is read).
   HEBM_BLOCK_FN bool settle(Ctx& ctx, const BlockArgs<T>& a) const {
     if (CS == 1 || pend != PEND_G) return false;
-    const T* p0 = pend_part;
-    const T* p1 = pend_part + slot(a);
+    const int sl = slot(a);
     for (int idx = ctx.tid(); idx < C * pend_n; idx += ctx.nthreads()) {
       const int c = idx / pend_n, i = idx - c * pend_n;
-      ctx.sh(pend_g + c * pend_ldg + pend_goff + i) += ctx.sh(p0 + idx) + ctx.sh(p1 + idx);
+      T v = ctx.sh(pend_part + idx);
+      HEBM_UNROLL
+      for (int s = 1; s < CS; ++s) v += ctx.sh(pend_part + s * sl + idx);
+      ctx.sh(pend_g + c * pend_ldg + pend_goff + i) += v;
     }
     pend = PEND_NONE;
     return true;
@@ -84,8 +100,12 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     if (CS == 1 || pend != PEND_G || G != pend_g || d + 4 <= pend_goff || d >= pend_goff + pend_n) return v;
     const int o = r * pend_n + d - pend_goff;
     if (pend_goff % 4 == 0 && pend_n % 4 == 0) {  // 16-byte loads: scalars at stride 4 conflict 4-way
-      const Vec4<T> p0 = ctx.ld4(pend_part + o), p1 = ctx.ld4(pend_part + slot(a) + o);
-      v = Vec4<T>{p0.x + p1.x, p0.y + p1.y, p0.z + p1.z, p0.w + p1.w};
+      v = ctx.ld4(pend_part + o);
+      HEBM_UNROLL
+      for (int s = 1; s < CS; ++s) {
+        const Vec4<T> p = ctx.ld4(pend_part + s * slot(a) + o);
+        v = Vec4<T>{v.x + p.x, v.y + p.y, v.z + p.z, v.w + p.w};
+      }
     } else {
       v.x = pending_grad(ctx, a, G, r, d);
       v.y = pending_grad(ctx, a, G, r, d + 1);
@@ -97,7 +117,10 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   HEBM_BLOCK_FN T pending_grad(Ctx& ctx, const BlockArgs<T>& a, const T* G, int r, int d) const {
     if (CS == 1 || pend != PEND_G || G != pend_g || d < pend_goff || d >= pend_goff + pend_n) return T(0);
     const int o = r * pend_n + d - pend_goff;
-    return ctx.sh(pend_part + o) + ctx.sh(pend_part + slot(a) + o);
+    T v = ctx.sh(pend_part + o);
+    HEBM_UNROLL
+    for (int s = 1; s < CS; ++s) v += ctx.sh(pend_part + s * slot(a) + o);
+    return v;
   }
   HEBM_BLOCK_FN void drop_pending() const { pend = PEND_NONE; }
 
@@ -107,7 +130,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
       if (a.lay.w[j] < 0) continue;
       const LinearDesc& L = a.prog.lin[j];
       const int r0 = rank * a.lay.rows[j];
-      const int n = (L.out - r0) < a.lay.rows[j] ? (L.out - r0) : a.lay.rows[j];
+      int n = (L.out - r0) < a.lay.rows[j] ? (L.out - r0) : a.lay.rows[j];
+      if (n < 0) n = 0;
       const int ld = a.lay.ldw[j];
       const T* W = a.params + L.w + (int64_t)r0 * L.in;
       for (int idx = ctx.tid(); idx < n * ld; idx += ctx.nthreads()) {
@@ -123,6 +147,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     const int rows = a.lay.rows[jl], out = a.prog.lin[jl].out;
     r0 = rank * rows;
     r1 = (out - r0) < rows ? out : r0 + rows;
+    if (r1 < r0) r1 = r0;  // a rank past the last row (out < CS rows): none
   }
 
   // The activation kind is a template parameter here: the epilogue runs in lanes 0..C-1 with the row sums in
@@ -137,19 +162,18 @@ struct WarpEngine : EngineJobs<T, Ctx> {
                                const int* trow, T slope, const T* dyw) const {
     int r0, r1;
     own_rows(a, jl, r0, r1);
-    T* Hp = CS > 1 ? ctx.map_rank(H, rank ^ 1) : H;
-    T* DHp = CS > 1 ? ctx.map_rank(DH, rank ^ 1) : DH;
-    forward_rows<A>(ctx, a, smem, jl, smem + a.lay.w[jl], r0, r1 - r0, X, ldx, H, DH, Hp, DHp, trow, slope, dyw);
+    forward_rows<A>(ctx, a, smem, jl, smem + a.lay.w[jl], r0, r1 - r0, X, ldx, H, DH, trow, slope, dyw);
   }
 
   // The forward core: output rows [r0, r0 + nrows) of linear jl, row r0 + jr of the weights at Ws + jr * ldw in
   // shared memory (the resident tile, or a streamed chunk: streamed_linear.h); H[c][j] = act(X[c] . W[j] + b[j]
-  // (+ tb[t_c][j])), DH = act' (* dyw[j] when given), written also to Hp / DHp (the cluster peer's copies; = H / DH
-  // on one block).
+  // (+ tb[t_c][j])), DH = act' (* dyw[j] when given); on a cluster H also into every other block, DH only when jl
+  // is a net's output linear (a ladder conditional's mu / sigma, read elementwise by every block; a hidden layer's
+  // DH is read by the row-owner backward for the rows this block owns).
   template <int A>
   HEBM_BLOCK_FN void forward_rows(Ctx& ctx, const BlockArgs<T>& a, const T* smem, int jl, const T* Ws, int r0,
-                                  int nrows, const T* X, int ldx, T* H, T* DH, T* Hp, T* DHp, const int* trow,
-                                  T slope, const T* dyw) const {
+                                  int nrows, const T* X, int ldx, T* H, T* DH, const int* trow, T slope,
+                                  const T* dyw) const {
     const LinearDesc& L = a.prog.lin[jl];
     const int ldw = a.lay.ldw[jl];
     const int lane = ctx.lane();
@@ -219,9 +243,16 @@ struct WarpEngine : EngineJobs<T, Ctx> {
         if (dyw) dy *= dyw[j];
         ctx.sh(H + c * L.out + j) = y;
         ctx.sh(DH + c * L.out + j) = dy;
-        if (CS > 1) {  // the cluster peer's copies (Hp = H on one block)
-          ctx.sh(Hp + c * L.out + j) = y;
-          ctx.sh(DHp + c * L.out + j) = dy;
+        if (CS > 1) {  // the cluster peers' copies (compile-time: nothing on one block)
+          bool dh_all = false;
+          for (int n = 0; n < a.prog.n_nets; ++n)
+            dh_all = dh_all || a.prog.nets[n].first + a.prog.nets[n].n_lin - 1 == jl;
+          HEBM_UNROLL
+          for (int q = 1; q < CS; ++q) {
+            const int pr = (rank + q) % CS;
+            ctx.sh(ctx.map_rank(H, pr) + c * L.out + j) = y;
+            if (dh_all) ctx.sh(ctx.map_rank(DH, pr) + c * L.out + j) = dy;
+          }
         }
       }
     }
@@ -271,57 +302,171 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     }
   }
 
+  // The row-owner backward core: this warp's contiguous share of rows [0, nrows) of linear L (row r0 + jr at
+  // Ws + jr * ldw), lane l owning inputs i = 256 pass + 128 m + 4 l + q; stores acc[c][i] = sum over the warp's
+  // rows o (in order) of d_c[o] W[o][i] into the warp's slot wp[c * ldi + i], i < ldi = L.in rounded up to 4 (zeros for
+  // a warp without rows). d_c[o] = DIN[c][o], or with pp (a cluster's pending result) sum_s pp[s][c][o] in rank
+  // order, times dsc[c][o] when given (the chain rule's DHprev, applied by the consumer for the rows it owns).
+  // The deltas of up to 32 rows are loaded once (lane t: row t, consecutive words) and broadcast by shuffles.
+  HEBM_BLOCK_FN void backward_rows(Ctx& ctx, const BlockArgs<T>& a, const LinearDesc& L, const T* Ws, int ldw, int r0,
+                                   int nrows, const T* DIN, const T* pp, const T* dsc, T* wp) const {
+    const int lane = ctx.lane(), nw = ctx.nwarps(), ldi = (L.in + 3) / 4 * 4, sl = slot(a);
+    const int rpw = (nrows + nw - 1) / nw;
+    const int jbeg = ctx.warp() * rpw < nrows ? ctx.warp() * rpw : nrows;
+    const int jend = nrows < jbeg + rpw ? nrows : jbeg + rpw;
+    const int npass = (L.in + kWarpInputsInRegs - 1) / kWarpInputsInRegs;
+    for (int pass = 0; pass < npass; ++pass) {
+      T acc[C][2][4];
+      HEBM_UNROLL
+      for (int c = 0; c < C; ++c)
+        HEBM_UNROLL
+        for (int m = 0; m < 2; ++m)
+          HEBM_UNROLL
+          for (int q = 0; q < 4; ++q) acc[c][m][q] = T(0);
+      for (int b0 = jbeg; b0 < jend; b0 += kWarp) {
+        const int nb = (jend - b0) < kWarp ? (jend - b0) : kWarp;
+        T dl[C];
+        const int o = r0 + b0 + lane;
+        HEBM_UNROLL
+        for (int c = 0; c < C; ++c) {
+          T d = T(0);
+          if (lane < nb) {
+            if (pp) {
+              d = ctx.sh(pp + c * L.out + o);
+              HEBM_UNROLL
+              for (int s = 1; s < CS; ++s) d += ctx.sh(pp + s * sl + c * L.out + o);
+              if (dsc) d *= ctx.sh(dsc + c * L.out + o);
+            } else {
+              d = ctx.sh(DIN + c * L.out + o);
+            }
+          }
+          dl[c] = d;
+        }
+        HEBM_UNROLL4
+        for (int t = 0; t < nb; ++t) {
+          T dv[C];  // row t's deltas, from lane t (all lanes: outside the per-lane branch below)
+          HEBM_UNROLL
+          for (int c = 0; c < C; ++c) dv[c] = ctx.shfl_idx(dl[c], t);
+          const T* wr = Ws + (b0 + t) * ldw;
+          HEBM_UNROLL
+          for (int m = 0; m < 2; ++m) {
+            const int k0 = pass * kWarpInputsInRegs + m * 128 + 4 * lane;
+            if (k0 < L.in) {  // (uniformly false for m = 1 when in <= 128: no FMAs on padding)
+              const Vec4<T> w = ctx.ld4(wr + k0);
+              HEBM_UNROLL
+              for (int c = 0; c < C; ++c) {
+                acc[c][m][0] += dv[c] * w.x;
+                acc[c][m][1] += dv[c] * w.y;
+                acc[c][m][2] += dv[c] * w.z;
+                acc[c][m][3] += dv[c] * w.w;
+              }
+            }
+          }
+        }
+      }
+      HEBM_UNROLL
+      for (int m = 0; m < 2; ++m) {
+        const int k0 = pass * kWarpInputsInRegs + m * 128 + 4 * lane;
+        if (k0 < L.in) {
+          HEBM_UNROLL
+          for (int c = 0; c < C; ++c)
+            ctx.st4(wp + c * ldi + k0, Vec4<T>{acc[c][m][0], acc[c][m][1], acc[c][m][2], acc[c][m][3]});
+        }
+      }
+    }
+  }
+
   // With d_o = DIN[r][o]: DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
   // or G[r][goff + i] += (alpha ? -alpha_r : 1) * sum_o d_o W[o][i]; on a cluster the result is left pending.
+  // DOUT is the input delta of linear jl, read only by the backward of linear jl - 1 (block_backward_chain).
   HEBM_BLOCK_FN void backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* DIN, T* DOUT,
                               const T* DHprev, T* G, int ldg, int goff, const int* alpha_rows) const {
     const LinearDesc& L = a.prog.lin[jl];
-    const int ldw = a.lay.ldw[jl];
     int r0, r1;
     own_rows(a, jl, r0, r1);
-    const T* Ws = smem + a.lay.w[jl];
-    const int lane = ctx.lane();
-    const int ncg = (L.in + kWarp - 1) / kWarp;
-    // the input deltas: DIN, or on a cluster the two partial sums the previous backward left for it
-    const T* din0 = DIN;
-    const T* din1 = nullptr;
+    // the input deltas: DIN, or on a cluster the CS partial sums the previous backward left for it
+    const T* pp = nullptr;
+    const T* dsc = nullptr;
     T* part = nullptr;
-    T* peer = nullptr;
     if (CS > 1) {
       // an earlier backward's gradient: added now, into G, which no thread reads before this backward's barrier
       settle(ctx, a);
       if (pend == PEND_DOUT && DIN == pend_out) {
-        din0 = pend_part;
-        din1 = pend_part + slot(a);
+        pp = pend_part;
+        dsc = pend_dh;
       }
       pend = PEND_NONE;
-      part = smem + a.lay.part + parity * 2 * slot(a) + rank * slot(a);
-      peer = ctx.map_rank(part, rank ^ 1);
+      part = smem + a.lay.part + parity * CS * slot(a) + rank * slot(a);
     }
-    for (int cg = ctx.warp(); cg < ncg; cg += ctx.nwarps()) {
-      const int i = cg * kWarp + lane;
-      const bool ok = i < L.in;
-      T acc[C];
-      HEBM_UNROLL
-      for (int c = 0; c < C; ++c) acc[c] = T(0);
-      backward_column(ctx, L, Ws, ldw, r0, r1, din0, din1, i, ok, acc);
-      if (!ok) continue;
-      HEBM_UNROLL
-      for (int c = 0; c < C; ++c) {
-        if (CS > 1) {  // this rank's slot in both blocks, scaled as finish() would
-          const T sc = G ? (alpha_rows ? neg_alpha<T, Ctx>(ctx, a, alpha_rows, c) : T(1))
-                         : (DHprev ? ctx.sh(DHprev + c * L.in + i) : T(1));
-          const T v = acc[c] * sc;
-          ctx.sh(part + c * L.in + i) = v;
-          ctx.sh(peer + c * L.in + i) = v;
+    // the warps' slots [warp][c][ldi]: consecutive threads below read consecutive 16-byte words
+    const int ldi = (L.in + 3) / 4 * 4;
+    T* wpart = smem + a.lay.wpart;
+    backward_rows(ctx, a, L, smem + a.lay.w[jl], a.lay.ldw[jl], r0, r1 - r0, DIN, pp, dsc,
+                  wpart + ctx.warp() * C * ldi);
+    ctx.named_sync(1, ctx.nthreads());  // every warp's slot written (bar.sync 1: the walk's barriers are 0)
+    // The warps' slots added in warp order, 4 inputs per thread (16-byte accesses where the rows allow).
+    const int n4 = (L.in + 3) / 4, nw = ctx.nwarps();
+    const bool v4 = L.in % 4 == 0;
+    const int rows_next = jl > 0 ? a.lay.rows[jl - 1] : 1;  // DOUT's consumer: linear jl - 1's row split
+    for (int idx = ctx.tid(); idx < C * n4; idx += ctx.nthreads()) {
+      const int c = idx / n4, i0 = 4 * (idx - c * n4);
+      Vec4<T> v = ctx.ld4(wpart + c * ldi + i0);
+      for (int w = 1; w < nw; ++w) {
+        const Vec4<T> p = ctx.ld4(wpart + (w * C + c) * ldi + i0);
+        v = Vec4<T>{v.x + p.x, v.y + p.y, v.z + p.z, v.w + p.w};
+      }
+      if (G && alpha_rows) {
+        const T s = neg_alpha<T, Ctx>(ctx, a, alpha_rows, c);
+        v = Vec4<T>{s * v.x, s * v.y, s * v.z, s * v.w};
+      }
+      const T vq[4] = {v.x, v.y, v.z, v.w};
+      if (CS == 1) {
+        T* dst = G ? G + c * ldg + goff + i0 : DOUT + c * L.in + i0;
+        if (v4 && (!G || (ldg % 4 == 0 && goff % 4 == 0))) {  // 16-byte: scalars at stride 4 conflict 4-way
+          if (G) {
+            const Vec4<T> g = ctx.ld4(dst);
+            ctx.st4(dst, Vec4<T>{g.x + v.x, g.y + v.y, g.z + v.z, g.w + v.w});
+          } else if (DHprev) {
+            const Vec4<T> h = ctx.ld4(DHprev + c * L.in + i0);
+            ctx.st4(dst, Vec4<T>{v.x * h.x, v.y * h.y, v.z * h.z, v.w * h.w});
+          } else {
+            ctx.st4(dst, v);
+          }
         } else {
-          finish(ctx, a, L, c, i, acc[c], DOUT, DHprev, G, ldg, goff, alpha_rows);
+          HEBM_UNROLL
+          for (int q = 0; q < 4; ++q) {
+            if (i0 + q >= L.in) continue;
+            if (G)
+              ctx.sh(dst + q) += vq[q];
+            else
+              ctx.sh(dst + q) = DHprev ? vq[q] * ctx.sh(DHprev + c * L.in + i0 + q) : vq[q];
+          }
+        }
+      } else {
+        // this rank's slot in the consumer blocks: G's in every block (each runs the whole update), DOUT's in the
+        // blocks owning rows i0 .. i0 + 3 of linear jl - 1 (the next backward reads only its own rows)
+        int p0 = 0, p1 = CS - 1;
+        if (!G) {
+          p0 = i0 / rows_next;
+          p1 = (i0 + 3 < L.in ? i0 + 3 : L.in - 1) / rows_next;
+          p1 = p1 < CS - 1 ? p1 : CS - 1;
+        }
+        T* dst = part + c * L.in + i0;
+        for (int p = p0; p <= p1; ++p) {
+          T* d = p == rank ? dst : ctx.map_rank(dst, p);
+          if (v4) {
+            ctx.st4(d, v);
+          } else {
+            HEBM_UNROLL
+            for (int q = 0; q < 4; ++q)
+              if (i0 + q < L.in) ctx.sh(d + q) = vq[q];
+          }
         }
       }
     }
     if (CS > 1) {
-      // the buffer pairs alternate: the next backward's stores cannot reach the pair this result is read from
-      pend_part = smem + a.lay.part + parity * 2 * slot(a);
+      // the buffer groups alternate: the next backward's stores cannot reach the group this result is read from
+      pend_part = smem + a.lay.part + parity * CS * slot(a);
       parity ^= 1;
       if (G) {
         pend = PEND_G;
@@ -332,6 +477,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
       } else {
         pend = PEND_DOUT;
         pend_out = DOUT;
+        pend_dh = DHprev;
       }
     }
   }

@@ -32,12 +32,14 @@ core::DeviceProps device_props(at::IntArrayRef device) {
 
 int path_code(c10::string_view path) {
   if (path == "auto") return -1;
+  if (path == "cluster4") return core::PATH_CLUSTER;
   if (path == "staged") return core::PATH_STAGED;
   if (path == "resident") return core::PATH_RESIDENT;
   if (path == "cluster") return core::PATH_CLUSTER;
   if (path == "streamed") return core::PATH_STREAMED;
   if (path == "throughput") return core::PATH_THROUGHPUT;
-  TORCH_CHECK(false, "path must be 'auto', 'staged', 'resident', 'cluster', 'streamed' or 'throughput', got '",
+  TORCH_CHECK(false, "path must be 'auto', 'staged', 'resident', 'cluster' (2 blocks), 'cluster4' (4 blocks), "
+              "'streamed' or 'throughput', got '",
               std::string(path), "'");
 }
 
@@ -110,11 +112,12 @@ emu::Stats emulate(const LatentTensors& call, const core::LaunchPlan& P, int thr
     return st;
   }
   const int cs = P.cluster;
-  switch (P.tile * 4 + cs) {
+  switch (P.tile * 8 + cs) {
 #define HEBM_EMU_CASE(C, CS) \
-  case C * 4 + CS: run_grid<T, core::WarpEngine<T, emu::EmuCtx, C, CS>>(a, CS, threads, banks, st); break;
+  case C * 8 + CS: run_grid<T, core::WarpEngine<T, emu::EmuCtx, C, CS>>(a, CS, threads, banks, st); break;
     HEBM_EMU_CASE(1, 1) HEBM_EMU_CASE(2, 1) HEBM_EMU_CASE(3, 1) HEBM_EMU_CASE(4, 1)
     HEBM_EMU_CASE(1, 2) HEBM_EMU_CASE(2, 2) HEBM_EMU_CASE(3, 2) HEBM_EMU_CASE(4, 2)
+    HEBM_EMU_CASE(1, 4) HEBM_EMU_CASE(2, 4) HEBM_EMU_CASE(3, 4) HEBM_EMU_CASE(4, 4)
 #undef HEBM_EMU_CASE
     default: TORCH_CHECK(false, "the v2 paths take 1-4 chains per block, got ", P.tile);
   }
@@ -146,7 +149,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
   const core::DeviceProps dev = device_props(device);
   const int elem = int(t.y0.element_size());
   const int req = path_code(path);
-  core::LaunchPlan P = core::plan_launch(t.c.prog, t.c.B, dev, elem, req, int(tile), int(precision));
+  // the layout's per-warp slots for this many warps (the launcher's blocks have 8)
+  core::LaunchPlan P = core::plan_launch(t.c.prog, t.c.B, dev, elem, req, int(tile), path == "cluster4" ? 4 : 0,
+                                         int(threads / 32), int(precision));
   char perr[400];
   const char* pe = core::precision_plan_error(P, t.c.prog, dev, elem, int(precision), perr, sizeof(perr));
   TORCH_CHECK(pe == nullptr, "latent_langevin emulation: ", pe ? pe : "");
@@ -188,7 +193,8 @@ std::tuple<std::vector<int64_t>, std::string> latent_langevin_plan(at::IntArrayR
   TORCH_CHECK(precision >= core::kPrecisionFp32 && precision <= core::kPrecisionBf16,
               "latent_langevin plan: precision must be 0 (fp32), 1 (tf32) or 2 (bf16), got ", precision);
   const core::DeviceProps dev = device_props(device);
-  const core::LaunchPlan P = core::plan_launch(p, B, dev, int(elem), -1, 0, int(precision));
+  const core::LaunchPlan P =
+      core::plan_launch(p, B, dev, int(elem), -1, 0, 0, core::kWarpThreads / 32, int(precision));
   char perr[400];
   const char* pe = core::precision_plan_error(P, p, dev, int(elem), int(precision), perr, sizeof(perr));
   TORCH_CHECK(pe == nullptr, "latent_langevin plan: ", pe ? pe : "");

@@ -37,13 +37,14 @@ __global__ void __launch_bounds__(core::kWarpThreads, 1) latent_resident_kernel(
       ctx, a, reinterpret_cast<float*>(smem4), blockIdx.x);
 }
 
-template <int C>
+// CS blocks per cluster (2 or 4: a compile-time parameter like C), launched with the cluster dimension attribute.
+template <int C, int CS>
 __global__ void __launch_bounds__(core::kWarpThreads, 1) latent_cluster_kernel(const core::BlockArgs<float> a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ float4 smem4[];
   DeviceCtx ctx;
-  core::block_program<float, DeviceCtx, core::WarpEngine<float, DeviceCtx, C, 2>>(
-      ctx, a, reinterpret_cast<float*>(smem4), blockIdx.x / 2);
+  core::block_program<float, DeviceCtx, core::WarpEngine<float, DeviceCtx, C, CS>>(
+      ctx, a, reinterpret_cast<float*>(smem4), blockIdx.x / CS);
 #else
   __trap();  // the launcher takes the cluster path only on compute capability 9.0 and newer
 #endif
@@ -118,7 +119,7 @@ const char* latent_langevin_cuda_launch(const LatentCudaCall& c, int* path, cons
   if (e != cudaSuccess) return fail("cudaDeviceGetAttribute", e);
   static thread_local core::LaunchPlan P;
   const core::DeviceProps dev{sms, smem_optin, major};
-  P = core::plan_launch(p, c.args.B, dev, int(sizeof(float)), -1, 0, c.args.precision);
+  P = core::plan_launch(p, c.args.B, dev, int(sizeof(float)), -1, 0, 0, core::kWarpThreads / 32, c.args.precision);
   *path = P.path;
   *why = P.why;
   char perr[400];
@@ -154,12 +155,20 @@ const char* latent_langevin_cuda_launch(const LatentCudaCall& c, int* path, cons
       default: return launch(latent_throughput_kernel<core::kPrecisionFp32>, P, a, s);
     }
   }
+  if (P.path == core::PATH_CLUSTER && P.cluster == 4) {
+    switch (P.tile) {
+      case 1: return launch(latent_cluster_kernel<1, 4>, P, a, s);
+      case 2: return launch(latent_cluster_kernel<2, 4>, P, a, s);
+      case 3: return launch(latent_cluster_kernel<3, 4>, P, a, s);
+      default: return launch(latent_cluster_kernel<4, 4>, P, a, s);
+    }
+  }
   const bool cl = P.path == core::PATH_CLUSTER;
   switch (P.tile) {
-    case 1: return cl ? launch(latent_cluster_kernel<1>, P, a, s) : launch(latent_resident_kernel<1>, P, a, s);
-    case 2: return cl ? launch(latent_cluster_kernel<2>, P, a, s) : launch(latent_resident_kernel<2>, P, a, s);
-    case 3: return cl ? launch(latent_cluster_kernel<3>, P, a, s) : launch(latent_resident_kernel<3>, P, a, s);
-    default: return cl ? launch(latent_cluster_kernel<4>, P, a, s) : launch(latent_resident_kernel<4>, P, a, s);
+    case 1: return cl ? launch(latent_cluster_kernel<1, 2>, P, a, s) : launch(latent_resident_kernel<1>, P, a, s);
+    case 2: return cl ? launch(latent_cluster_kernel<2, 2>, P, a, s) : launch(latent_resident_kernel<2>, P, a, s);
+    case 3: return cl ? launch(latent_cluster_kernel<3, 2>, P, a, s) : launch(latent_resident_kernel<3>, P, a, s);
+    default: return cl ? launch(latent_cluster_kernel<4, 2>, P, a, s) : launch(latent_resident_kernel<4>, P, a, s);
   }
 }
 
