@@ -140,8 +140,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
   TORCH_CHECK(P.tile >= 1, "latent_langevin emulation: not even one chain fits the shared-memory budget");
   TORCH_CHECK(P.path == core::PATH_STAGED || P.path == core::PATH_THROUGHPUT || P.tile <= core::kWarpMaxChains,
               "the v2 latency paths take 1-", core::kWarpMaxChains, " chains per block, got tile ", P.tile);
-  TORCH_CHECK(P.path != core::PATH_THROUGHPUT || P.tile % core::kTileTM == 0, "the throughput path takes a "
-              "multiple of ", core::kTileTM, " chains per block (its thread tiles), got tile ", P.tile);
   emu::Stats st;
   if (t.c.B > 0) {
     AT_DISPATCH_FLOATING_TYPES(t.y0.scalar_type(), "latent_langevin_emulation", [&] {
