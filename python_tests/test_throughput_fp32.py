@@ -1,11 +1,11 @@
 """The throughput path's fp32 SIMT GEMM (csrc/core/tile_linear.h, TileEngine) through the SIMT emulation, on
-the shapes its tiling has edges for: 3 x 8 and 3 x 4 thread tiles (the cheaper per layer), rows past the tile
-masked (tiles not a multiple of 3, fewer chains than the tile in the last round), several weight panels per layer
-with a partial last one (K not a multiple of 16) prefetched by cp.async a panel ahead, N not a multiple of the
-thread tile, several passes over the thread tiles (fewer threads than tiles), persistent blocks with several tiles
-each. Every case against the eager reference on the same explicit noise: float64 to 1e-10, float32 to 1e-4.
-The emulation reports a cp.async copy into a word another thread read since the last barrier (the prefetch
-into the panel being read) and a read of a landed copy with no barrier since (a missing barrier) as errors."""
+the shapes its tiling has edges for: 4 x 8 and (in the backward) 4 x 4 thread tiles (the cheaper per layer by
+tile_k_cost), rows past the tile masked (tiles not a multiple of 4, fewer chains than the tile in the last round),
+several weight panels per layer with a partial last one (K not a multiple of 16) prefetched by cp.async a panel
+ahead, N not a multiple of the thread tile, several passes over the thread tiles (fewer threads than tiles),
+persistent blocks with several tiles each. Every case against the eager reference on the same explicit noise:
+float64 to 1e-10, float32 to 1e-4. The emulation reports a cp.async copy into a word another thread read since
+the last barrier (the prefetch into the panel being read) and a read of a copy in flight as errors."""
 import pytest
 import torch
 
@@ -44,30 +44,29 @@ def check(prior, B, D, steps, dtype, **kw):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_lebm_full_tiles_persistent_blocks(dtype):
-    """LEBM 100-200-200-1 as on the GPU: 30-chain tiles on 256 threads (the 200-wide GEMMs in 3 x 8 tiles: 10 row
-    groups x 25 column groups = 250 threads; the 100-wide backward in 3 x 4 tiles), K = 100 in 7 panels (the last
-    of 4 rows), K = 200 in 13 (the last of 8); 67 chains = tiles of 30, 30, 7 on 2 persistent blocks (block 0
-    runs tiles 0 and 2: a short last tile after a full one)."""
+    """LEBM 100-200-200-1 as on the GPU: 32-chain tiles on 256 threads (8 row groups x 25 column groups of 4 x 8),
+    K = 100 in 7 panels (the last of 4 rows), K = 200 in 13 (the last of 8); 71 chains = tiles of 32, 32, 7 on 2
+    persistent blocks (block 0 runs tiles 0 and 2: a short last tile after a full one)."""
     torch.manual_seed(0)
-    ref = check(lebm_prior("lrelu", dtype), 67, 100, 2, dtype, tile=30, threads=256, sms=2)
+    ref = check(lebm_prior("lrelu", dtype), 71, 100, 2, dtype, tile=32, threads=256, sms=2)
     assert ref.isfinite().all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_odd_widths_masked_rows(dtype):
     """in 37 -> 45 -> 45 -> 1 (K = 37: 3 panels, the last of 5 rows; K = 45: the last of 13; N = 45 not a
-    multiple of 4 or 8), tiles of 1, 5 and 8 chains (rows past the tile masked in every thread tile: 3 rows per
-    thread), 13 chains (a partial last tile), one block over every tile and three blocks."""
+    multiple of 4 or 8), tiles of 1, 5 and 7 chains (rows past the tile masked: 4 rows per thread tile), 13
+    chains (a partial last tile), one block over every tile and three blocks."""
     torch.manual_seed(1)
     prior = lebm_prior("gelu", dtype, in_dim=37, hidden=45, depth=2)
-    for tile, sms in ((1, 1), (5, 3), (8, 1)):
+    for tile, sms in ((1, 1), (5, 3), (7, 1)):
         check(prior, 13, 37, 2, dtype, tile=tile, threads=64, sms=sms)
 
 
 def test_several_passes_over_the_thread_tiles():
     """Fewer threads than thread tiles, several passes (each restaging every panel after a barrier): 12 chains x
-    200 outputs on 32 threads (3 x 4 tiles: 200 over 7 passes), 30 chains x 200 on 128 threads (3 x 8 tiles: 250
-    over 2 passes, the 3 x 4 alternative costing 4)."""
+    200 outputs on 32 threads (the backward's 4 x 4 tiles: 150 over 5 passes; the forward's 4 x 8: 75 over 3),
+    30 chains x 200 on 128 threads (4 x 8: 200 over 2 passes; row groups 6 and 7 own the masked rows 30 and 31)."""
     torch.manual_seed(2)
     prior = lebm_prior("lrelu", torch.float64, in_dim=20, hidden=200, depth=2)
     check(prior, 12, 20, 2, torch.float64, tile=12, threads=32, sms=1)
@@ -75,12 +74,12 @@ def test_several_passes_over_the_thread_tiles():
 
 
 def test_plan_lebm_b65536():
-    """The planner's tile for LEBM at B = 65536 on an H200: 30 chains (the thread tiles' balance), 2,185 tiles on
-    132 persistent blocks, within the 227 KB opt-in; small batches round ceil(B / SMs) up to 4."""
+    """The planner's tile for LEBM at B = 65536 on an H200: 32 chains, 2,048 tiles on 132 persistent blocks,
+    within the 227 KB opt-in; small batches round ceil(B / SMs) up to 4."""
     prior = lebm_prior("lrelu", torch.float32)
     params, program = P.build_program(prior, torch.float32, "cpu")
     (path, tile, cluster, threads, smem, tiles), why = _C.latent_plan(program, params.numel(), 65536, 4, [])
-    assert (path, tile, cluster, threads, tiles, why) == (THROUGHPUT, 30, 1, 256, 2185, "")
+    assert (path, tile, cluster, threads, tiles, why) == (THROUGHPUT, 32, 1, 256, 2048, "")
     assert smem <= 232448, smem
     (path, tile, _, _, _, _), _ = _C.latent_plan(program, params.numel(), 12, 4, [2, 232448, 9])
     assert (path, tile) == (THROUGHPUT, 8)

@@ -4,18 +4,18 @@
 //   layout:   throughput_layout keeps only the per-chain arrays the program uses (no z / gz without the
 //             u-ladder, no go without a ladder, d1 only for a backward chain of 2+ hidden deltas): LEBM
 //             100-200-200-1 needs 1,504 floats per chain (200 of them the noise drawn a step ahead) instead of
-//             block_layout's ~2,100, so 30 chains and the weight panels fit in 227 KB.
+//             block_layout's ~2,100, so 32 chains and the weight panels fit in 227 KB.
 //   GEMM:     C[r][n] = sum_k A[r][k] P[k][n] over the tile's M chains: A is a shared-memory array of the walk
 //             (the layer's inputs forward, its output deltas backward), P a panel of kTileKC weight rows copied
 //             from global memory (L2) by cp.async into one of two shared buffers: panel c + 1's copies are in
 //             flight while panel c is computed (one barrier per panel, the L2 latency hidden behind the compute).
 //             Forward P[k][o] = W[o][k] (the layer transposed), backward P[o][i] = W[o][i] (the layer itself;
 //             a head's dh * w_out is formed by the forward's epilogue): the same staged rows, the transposed operand.
-//             Every thread owns a 3 x 8 tile of C in registers (3 chains x 8 outputs: 24 accumulators; per 4 k:
-//             3 16-byte loads of A, 8 of the panel, 96 FMAs), or, in the backward, 3 x 4 where that keeps more
-//             warp schedulers busy (tile_k_cost: LEBM's 100-wide backward); rows past the tile are masked. 30 chains x 200
-//             outputs = 250 thread tiles of 3 x 8 on 256 threads. The epilogue (bias, time bias, activation and
-//             its derivative, or the backward's chain rule / gradient accumulation) runs on the registers.
+//             Every thread owns a 4 x 8 tile of C in registers (4 chains x 8 outputs: 32 accumulators; per 4 k:
+//             4 16-byte loads of A, 8 of the panel, 128 FMAs), or, in the backward, 4 x 4 where that keeps more
+//             warp schedulers busy (tile_k_cost); rows past the tile are masked. The epilogue (bias, time bias,
+//             activation and its derivative, or the backward's chain rule / gradient accumulation) runs on the
+//             registers.
 //   energy:   one warp per chain, shuffle sum.
 // Panels are padded to the MMA tile (16 columns: 100 -> 112, 200 -> 208; + 4 so that the 16 rows of a panel do
 // not fall in the same banks); the tensor-core variants (bf16 m16n8k16, tf32 m16n8k8) read the same panels.
@@ -27,11 +27,12 @@
 namespace hebm {
 namespace core {
 
-constexpr int kTileTM = 3;           // chains per thread tile
+constexpr int kTileTM = 4;           // chains per thread tile (3 x 8 on 30 chains keeps 250 of 256 threads busy,
+                                     // but moves more bytes through shared memory, the binding resource:
+                                     // docs/CUDA_KERNELS.md)
 constexpr int kTileTN = 8;           // outputs per thread tile at most (8, or 4 where that balances better)
 constexpr int kTileKC = 16;          // weight rows per staged panel (the k of one bf16 MMA)
-constexpr int kTileMaxChains = 30;   // chains per block at most: 10 row groups x 25 column groups of a 200-wide
-                                     // layer = 250 thread tiles on 256 threads (docs/CUDA_KERNELS.md)
+constexpr int kTileMaxChains = 32;   // chains per block at most
 constexpr int kTileThreads = 256;
 
 HEBM_HD int tile_pad(int n, int m) { return (n + m - 1) / m * m; }
@@ -167,9 +168,7 @@ struct TileEngine : LocalEngine<T, Ctx> {
   // [N, pad(N, kTileTN)) and the rows [kc, kTileKC)), then epi(r, n, c) for every r < M, n < N. Thread tiles
   // TM x 8, or TM x 4 where tile_k_cost says they keep more schedulers busy (LEBM's 100-wide backward). Ends
   // without a barrier (the walk's follows); no copy is left in flight.
-  // kNarrow = false: 3 x 8 tiles only (the forward: a per-layer choice there would double its 8 per-kind
-  // instantiations, and that code growth made nvcc stop inlining the walk: the kernel's parameter block then
-  // went to a 9.4 KB stack frame).
+  // kNarrow = false: 4 x 8 tiles only (the forward: a choice there would double its 8 per-kind instantiations).
   template <bool kNarrow = true, class Stage, class Epi>
   HEBM_BLOCK_FN void gemm(Ctx& ctx, const BlockArgs<T>& a, T* smem, const T* A, int lda, int N, int K,
                           const Stage& stage, const Epi& epi) const {
@@ -216,9 +215,8 @@ struct TileEngine : LocalEngine<T, Ctx> {
       // latency hides behind the compute. They go to the other buffer, whose last reads (panel c - 1) ended
       // before the barrier that closed step c - 1. After the compute: wait for this thread's copies, one barrier
       // (every thread's panel c + 1 visible, every read of panel c done before step c + 1 refills its buffer).
-      // One call site of the staging and of the compute: the body is inlined 10 times (8 forward kinds, 2
-      // backward tiles), and a larger walk stops being inlined into the kernel (its parameter block then goes to
-      // the stack).
+      // One call site of the staging and of the compute: the body is instantiated 10 times (8 forward kinds,
+      // 2 backward tiles).
       for (int c = -1; c < nchunks; ++c) {
         const T* const P = panels + (c & 1) * kTileKC * ldp;
         const int k0 = c * kTileKC, kc = kc_of(c);
@@ -317,7 +315,7 @@ struct TileEngine : LocalEngine<T, Ctx> {
       ctx.sh(H + r * L.out + j) = y;
       ctx.sh(DH + r * L.out + j) = dy;
     };
-    gemm<false>(ctx, a, smem, X, ldx, L.out, L.in, stage, epi);  // 3 x 8 tiles (see gemm)
+    gemm<false>(ctx, a, smem, X, ldx, L.out, L.in, stage, epi);  // 4 x 8 tiles (see gemm)
   }
 
   // With d_o = DIN[r][o]: DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
