@@ -58,7 +58,10 @@ __global__ void __launch_bounds__(core::kWarpThreads, 1) latent_streamed_kernel(
 }
 
 // The throughput path (large B): persistent blocks (at most one per SM), each looping over tiles of chains.
-__global__ void __launch_bounds__(core::kTileThreads, 1) latent_throughput_kernel(const core::BlockArgs<float> a) {
+// __grid_constant__: nvcc keeps parts of this walk out of line (block_step, block_head: they take BlockArgs by
+// reference), and without it taking the parameter's address copies the whole block to a ~9.5 KB stack frame.
+__global__ void __launch_bounds__(core::kTileThreads, 1)
+    latent_throughput_kernel(const __grid_constant__ core::BlockArgs<float> a) {
   extern __shared__ float4 smem4[];
   DeviceCtx ctx;
   core::throughput_program<float, DeviceCtx, core::TileEngine<float, DeviceCtx>>(
