@@ -4,17 +4,18 @@
 //   layout:   throughput_layout keeps only the per-chain arrays the program uses (no z / gz without the
 //             u-ladder, no go without a ladder, d1 only for a backward chain of 2+ hidden deltas): LEBM
 //             100-200-200-1 needs 1,504 floats per chain (200 of them the noise drawn a step ahead) instead of
-//             block_layout's ~2,100, so 32 chains and the
-//             weight panels fit in 227 KB.
+//             block_layout's ~2,100, so 32 chains and the weight panels fit in 227 KB.
 //   GEMM:     C[r][n] = sum_k A[r][k] P[k][n] over the tile's M chains: A is a shared-memory array of the walk
-//             (the layer's inputs forward, its output deltas backward), P a panel of kTileKC weight rows staged
-//             from global memory (L2) into one of two shared buffers (double-buffered: one barrier per panel).
+//             (the layer's inputs forward, its output deltas backward), P a panel of kTileKC weight rows copied
+//             from global memory (L2) by cp.async into one of two shared buffers: panel c + 1's copies are in
+//             flight while panel c is computed (one barrier per panel, the L2 latency hidden behind the compute).
 //             Forward P[k][o] = W[o][k] (the layer transposed), backward P[o][i] = W[o][i] (the layer itself;
 //             a head's dh * w_out is formed by the forward's epilogue): the same staged rows, the transposed operand.
-//             Every thread owns a kTileTM x kTileTN tile of C in registers (4 chains x 8 outputs: 32
-//             accumulators; per 4 k: 4 16-byte loads of A, 8 of the panel, 128 FMAs); the epilogue (bias, time
-//             bias, activation and its derivative, or the backward's chain rule / gradient accumulation) runs on
-//             the registers.
+//             Every thread owns a 4 x 8 tile of C in registers (4 chains x 8 outputs: 32 accumulators; per 4 k:
+//             4 16-byte loads of A, 8 of the panel, 128 FMAs), or, in the backward, 4 x 4 where that keeps more
+//             warp schedulers busy (tile_k_cost); rows past the tile are masked. The epilogue (bias, time bias,
+//             activation and its derivative, or the backward's chain rule / gradient accumulation) runs on the
+//             registers.
 //   energy:   one warp per chain, shuffle sum.
 // Panels are padded to the MMA tile (16 columns: 100 -> 112, 200 -> 208; + 4 so that the 16 rows of a panel do
 // not fall in the same banks); the tensor-core variants (bf16 m16n8k16, tf32 m16n8k8) read the same panels.
@@ -26,15 +27,18 @@
 namespace hebm {
 namespace core {
 
-constexpr int kTileTM = 4;           // chains per thread tile
-constexpr int kTileTN = 8;           // outputs per thread tile
+constexpr int kTileTM = 4;           // chains per thread tile (3 x 8 on 30 chains keeps 250 of 256 threads busy,
+                                     // but moves more bytes through shared memory, the binding resource:
+                                     // docs/CUDA_KERNELS.md)
+constexpr int kTileTN = 8;           // outputs per thread tile at most (8, or 4 where that balances better)
 constexpr int kTileKC = 16;          // weight rows per staged panel (the k of one bf16 MMA)
 constexpr int kTileMaxChains = 32;   // chains per block at most
 constexpr int kTileThreads = 256;
 static_assert(kTileKC == kMmaKC, "a panel is one bf16 k-step (tile_mma.h)");
 
-// Chains per tile come in multiples of this: the fp32 thread tiles' kTileTM, the mma's 16 rows at tf32 / bf16.
-HEBM_HD int tile_quantum(int precision) { return precision == kPrecisionFp32 ? kTileTM : kMmaM; }
+// Chains per tile come in multiples of this: any number at fp32 (its GEMM masks the rows past the tile), the
+// mma's 16 rows at tf32 / bf16.
+HEBM_HD int tile_quantum(int precision) { return precision == kPrecisionFp32 ? 1 : kMmaM; }
 
 HEBM_HD int tile_pad(int n, int m) { return (n + m - 1) / m * m; }
 
@@ -93,15 +97,18 @@ inline BlockLayout throughput_layout(const ProgramDesc& p, int tile) {
   return L;
 }
 
-// The most chains per block (a multiple of tile_quantum(precision), at most kTileMaxChains, at most what spreads
-// B over every SM) whose layout fits `budget` bytes; 0 when not even one quantum of chains fits.
+// The most chains per block (at most kTileMaxChains, at most ceil(B / SMs) rounded up to the step: 4 chains for
+// fp32, the mma's 16 rows for tf32 / bf16; below the step, fp32 tries 3, 2, 1: its GEMM masks the rows past the
+// tile) whose layout fits `budget` bytes; 0 when not even tile_quantum(precision) chains fit.
 inline int throughput_tile(const ProgramDesc& p, int64_t B, int sms, int64_t budget, int elem,
                            int precision = kPrecisionFp32) {
   const int q = tile_quantum(precision);
+  const int step = q > kTileTM ? q : kTileTM;
   const int64_t per_sm = (B + sms - 1) / (sms > 0 ? sms : 1);
-  int t = per_sm < kTileMaxChains ? tile_pad(int(per_sm), q) : kTileMaxChains;
+  int t = per_sm < kTileMaxChains ? tile_pad(int(per_sm), step) : kTileMaxChains;
+  if (t > kTileMaxChains) t = kTileMaxChains;
   if (t < q) t = q;
-  for (; t >= q; t -= q)
+  for (; t >= q; t = t > step ? (t - 1) / step * step : t - q)
     if (int64_t(throughput_layout(p, t).total) * elem <= budget) return t;
   return 0;
 }
@@ -120,91 +127,159 @@ HEBM_BLOCK_FN void warp_energy(Ctx& ctx, const BlockArgs<T>& a, const LinearDesc
   }
 }
 
+// A weight panel's staging, in two forms: issue(P, ldp, k0, kc) starts it (cp.async element copies of W's rows
+// k0 .. k0 + kc, plain zero stores into the padding; one commit group per call) and returns with the copies in
+// flight; stage(P, ldp, k0, kc) is issue + cp.async.wait_group 0 (this thread's part is in shared memory). Either
+// way every thread takes part and a block barrier must follow before any thread reads the panel. F: a callable
+// f(P, ldp, k0, kc) that issues the copies and the zero stores.
+template <class Ctx, class F>
+struct PanelStage {
+  const Ctx& ctx;
+  F f;
+  template <typename T>
+  HEBM_BLOCK_FN void issue(T* P, int ldp, int k0, int kc) const {
+    f(P, ldp, k0, kc);
+    ctx.cp_async_commit();
+  }
+  template <typename T>
+  HEBM_BLOCK_FN void operator()(T* P, int ldp, int k0, int kc) const {
+    issue(P, ldp, k0, kc);
+    ctx.template cp_async_wait<0>();
+  }
+};
+template <class Ctx, class F>
+HEBM_BLOCK_FN PanelStage<Ctx, F> panel_stage(const Ctx& ctx, F f) {
+  return PanelStage<Ctx, F>{ctx, f};
+}
+
+// The issue-slot cost (x 4) of one k of an M x N GEMM in TM x tn thread tiles on nthreads threads: per pass over
+// the items, the busiest warp scheduler's warps (warp w on scheduler w % 4) times a thread's instructions per k
+// (TM tn FFMA, TM / 4 LDS.128 of A, tn / 4 of the panel). TileEngine::gemm takes the cheaper of tn = 8 and 4.
+HEBM_HD int tile_k_cost(int M, int N, int tn, int nthreads) {
+  const int mg = (M + kTileTM - 1) / kTileTM, items = mg * ((N + tn - 1) / tn);
+  const int per_k = 4 * kTileTM * tn + kTileTM + tn;
+  int cost = 0;
+  for (int base = 0; base < items; base += nthreads) {
+    const int n = (items - base) < nthreads ? (items - base) : nthreads;
+    const int warps = (n + kWarp - 1) / kWarp;
+    cost += (warps + 3) / 4 * per_k;
+  }
+  return cost;
+}
+
 // PREC (core::Precision): fp32 runs the register-tiled SIMT GEMM below; tf32 / bf16 the tensor-core GEMM of
-// tile_mma.h on the same panels and epilogues (float32 chains, tiles a multiple of 16 chains).
+// tile_mma.h on the same panels (stage: the PanelStage's combined call) and epilogues (float32 chains, tiles a
+// multiple of 16 chains).
 template <typename T, class Ctx, int PREC = kPrecisionFp32>
 struct TileEngine : LocalEngine<T, Ctx> {
   HEBM_BLOCK_FN explicit TileEngine(Ctx&) {}
 
-  // C = A P over the tile (M = tile chains, N columns, K reduction), P staged kTileKC rows at a time by
-  // stage(P, ldp, k0, kc) (every thread takes part; it zero-fills the columns [N, pad(N, kTileTN))), then
-  // epi(r, n, c) for every r < M, n < N. Ends without a barrier (the walk's follows).
-  template <class Stage, class Epi>
+  // C = A P over the tile (M = tile chains, N columns, K reduction), P staged kTileKC rows at a time by a
+  // PanelStage (stage.issue(P, ldp, k0, kc): every thread takes part; it zero-fills the columns
+  // [N, pad(N, kTileTN)) and the rows [kc, kTileKC)), then epi(r, n, c) for every r < M, n < N. Thread tiles
+  // TM x 8, or TM x 4 where tile_k_cost says they keep more schedulers busy (LEBM's 100-wide backward). Ends
+  // without a barrier (the walk's follows); no copy is left in flight.
+  // kNarrow = false: 4 x 8 tiles only (the forward: a choice there would double its 8 per-kind instantiations).
+  template <bool kNarrow = true, class Stage, class Epi>
   HEBM_BLOCK_FN void gemm(Ctx& ctx, const BlockArgs<T>& a, T* smem, const T* A, int lda, int N, int K,
                           const Stage& stage, const Epi& epi) const {
     if constexpr (PREC != kPrecisionFp32) {
       gemm_mma<PREC>(ctx, a.lay.tile, smem + a.lay.stage, tile_panel_ld(a.prog), A, lda, N, K, stage, epi);
       return;
     }
-    constexpr int TM = kTileTM, TN = kTileTN;
-    const int M = a.lay.tile;  // a multiple of TM (throughput_tile)
-    const int mg = M / TM;     // row groups: the thread with row group g owns rows g, g + mg, ..., g + (TM-1) mg
+    if constexpr (kNarrow) {
+      const int M = a.lay.tile;
+      if (tile_k_cost(M, N, 4, ctx.nthreads()) < tile_k_cost(M, N, 8, ctx.nthreads())) {
+        gemm_tn<4>(ctx, a, smem, A, lda, N, K, stage, epi);
+        return;
+      }
+    }
+    gemm_tn<8>(ctx, a, smem, A, lda, N, K, stage, epi);
+  }
+
+  template <int TN, class Stage, class Epi>
+  HEBM_BLOCK_FN void gemm_tn(Ctx& ctx, const BlockArgs<T>& a, T* smem, const T* A, int lda, int N, int K,
+                             const Stage& stage, const Epi& epi) const {
+    constexpr int TM = kTileTM;
+    const int M = a.lay.tile;
+    const int mg = (M + TM - 1) / TM;  // row groups: row group g owns rows g, g + mg, ..., g + (TM-1) mg (< M)
     const int ldp = tile_panel_ld(a.prog);
     T* const panels = smem + a.lay.stage;
     const int ntn = (N + TN - 1) / TN, items = mg * ntn;
     const int nchunks = (K + kTileKC - 1) / kTileKC;
+    auto kc_of = [&](int c) { return (K - c * kTileKC) < kTileKC ? (K - c * kTileKC) : kTileKC; };
     // A's rows start 16-byte aligned (the walk's arrays; a head's slice when its offset and D are multiples of 4)
     const bool avec = lda % 4 == 0 && ((A - smem) % 4) == 0;
     for (int base = 0; base < items; base += ctx.nthreads()) {
       const int item = base + ctx.tid();
       const bool active = item < items;
       // row groups fastest: a warp's lanes share a few column groups (the panel loads are broadcasts, 1
-      // wavefront) and read consecutive rows of A (conflict-free but for rows lda apart in the same banks)
+      // wavefront) and read consecutive rows of A
       const int rg = active ? item % mg : 0;
       const int n0 = active ? (item / mg) * TN : 0;
+      int roff[TM];  // A's row offsets; a row past the tile (M not a multiple of TM) reads row M - 1, unused
+      HEBM_UNROLL
+      for (int m = 0; m < TM; ++m) roff[m] = ((rg + m * mg) < M ? (rg + m * mg) : (M - 1)) * lda;
       T acc[TM][TN];
       HEBM_UNROLL
       for (int m = 0; m < TM; ++m) {
         HEBM_UNROLL
         for (int n = 0; n < TN; ++n) acc[m][n] = T(0);
       }
-      for (int c = 0; c < nchunks; ++c) {
-        // double buffer: panel c is written while laggards may still read panel c - 1 (the other buffer); the
-        // barrier after staging c also orders every read of panel c - 2 (this buffer) before the next write
-        T* const P = panels + (c & 1) * kTileKC * ldp;
-        const int k0 = c * kTileKC;
-        const int kc = (K - k0) < kTileKC ? (K - k0) : kTileKC;
-        stage(P, ldp, k0, kc);
-        ctx.sync();
-        if (!active) continue;
-        const T* Ar = A + rg * lda + k0;
-        auto rank1 = [&](int kk, const T* x) {  // acc += x (TM) outer P[kk][n0 .. n0 + TN)
-          T w[TN];
-          HEBM_UNROLL
-          for (int q = 0; q < TN / 4; ++q) {
-            const Vec4<T> v = ctx.ld4(P + kk * ldp + n0 + 4 * q);
-            w[4 * q] = v.x;
-            w[4 * q + 1] = v.y;
-            w[4 * q + 2] = v.z;
-            w[4 * q + 3] = v.w;
-          }
-          HEBM_UNROLL
-          for (int m = 0; m < TM; ++m) {
+      // Step c issues panel c + 1's copies, then computes panel c (step -1 computes nothing): the copies' L2
+      // latency hides behind the compute. They go to the other buffer, whose last reads (panel c - 1) ended
+      // before the barrier that closed step c - 1. After the compute: wait for this thread's copies, one barrier
+      // (every thread's panel c + 1 visible, every read of panel c done before step c + 1 refills its buffer).
+      // One call site of the staging and of the compute: the body is instantiated 10 times (8 forward kinds,
+      // 2 backward tiles).
+      for (int c = -1; c < nchunks; ++c) {
+        const T* const P = panels + (c & 1) * kTileKC * ldp;
+        const int k0 = c * kTileKC, kc = kc_of(c);
+        if (c + 1 < nchunks) stage.issue(panels + ((c + 1) & 1) * kTileKC * ldp, ldp, k0 + kTileKC, kc_of(c + 1));
+        if (active && c >= 0) {
+          const T* Ar = A + k0;
+          auto rank1 = [&](int kk, const T* x) {  // acc += x (TM) outer P[kk][n0 .. n0 + TN)
+            T w[TN];
             HEBM_UNROLL
-            for (int n = 0; n < TN; ++n) acc[m][n] += x[m] * w[n];
-          }
-        };
-        int kk = 0;
-        if (avec) {
-          for (; kk + 4 <= kc; kk += 4) {  // A four k at a time (16-byte loads)
-            T xv[4][TM];
-            HEBM_UNROLL
-            for (int m = 0; m < TM; ++m) {
-              const Vec4<T> v = ctx.ld4(Ar + m * mg * lda + kk);
-              xv[0][m] = v.x;
-              xv[1][m] = v.y;
-              xv[2][m] = v.z;
-              xv[3][m] = v.w;
+            for (int q = 0; q < TN / 4; ++q) {
+              const Vec4<T> v = ctx.ld4(P + kk * ldp + n0 + 4 * q);
+              w[4 * q] = v.x;
+              w[4 * q + 1] = v.y;
+              w[4 * q + 2] = v.z;
+              w[4 * q + 3] = v.w;
             }
             HEBM_UNROLL
-            for (int q = 0; q < 4; ++q) rank1(kk + q, xv[q]);
+            for (int m = 0; m < TM; ++m) {
+              HEBM_UNROLL
+              for (int n = 0; n < TN; ++n) acc[m][n] += x[m] * w[n];
+            }
+          };
+          int kk = 0;
+          if (avec) {
+            for (; kk + 4 <= kc; kk += 4) {  // A four k at a time (16-byte loads)
+              T xv[4][TM];
+              HEBM_UNROLL
+              for (int m = 0; m < TM; ++m) {
+                const Vec4<T> v = ctx.ld4(Ar + roff[m] + kk);
+                xv[0][m] = v.x;
+                xv[1][m] = v.y;
+                xv[2][m] = v.z;
+                xv[3][m] = v.w;
+              }
+              HEBM_UNROLL
+              for (int q = 0; q < 4; ++q) rank1(kk + q, xv[q]);
+            }
+          }
+          for (; kk < kc; ++kk) {
+            T x[TM];
+            HEBM_UNROLL
+            for (int m = 0; m < TM; ++m) x[m] = ctx.sh(Ar + roff[m] + kk);
+            rank1(kk, x);
           }
         }
-        for (; kk < kc; ++kk) {
-          T x[TM];
-          HEBM_UNROLL
-          for (int m = 0; m < TM; ++m) x[m] = ctx.sh(Ar + m * mg * lda + kk);
-          rank1(kk, x);
+        if (c + 1 < nchunks) {
+          ctx.template cp_async_wait<0>();
+          ctx.sync();
         }
       }
       if (active) {
@@ -212,10 +287,11 @@ struct TileEngine : LocalEngine<T, Ctx> {
         for (int m = 0; m < TM; ++m) {
           HEBM_UNROLL
           for (int n = 0; n < TN; ++n)
-            if (n0 + n < N) epi(rg + m * mg, n0 + n, acc[m][n]);
+            if (rg + m * mg < M && n0 + n < N) epi(rg + m * mg, n0 + n, acc[m][n]);
         }
       }
-      if (base + ctx.nthreads() < items) ctx.sync();  // the next pass restages panel 0
+      // the next pass restages panel 0 into buffer 0, which laggards may still read (the last panel, c even)
+      if (base + ctx.nthreads() < items) ctx.sync();
     }
   }
 
@@ -232,13 +308,19 @@ struct TileEngine : LocalEngine<T, Ctx> {
     const LinearDesc& L = a.prog.lin[jl];
     const T* W = a.params + L.w;
     const int np = tile_pad(L.out, kTileTN);
-    auto stage = [&](T* P, int ldp, int k0, int kc) {
-      // kk fastest: a warp reads runs of kTileKC consecutive weights of a row (L2 sectors used whole)
-      for (int idx = ctx.tid(); idx < kTileKC * np; idx += ctx.nthreads()) {
-        const int o = idx / kTileKC, kk = idx - o * kTileKC;
-        ctx.sh(P + kk * ldp + o) = (o < L.out && kk < kc) ? W[(int64_t)o * L.in + k0 + kk] : T(0);
+    const auto stage = panel_stage(ctx, [&](T* P, int ldp, int k0, int kc) {
+      // element copies (the transpose): kk fastest, so a warp reads runs of kTileKC consecutive weights of two
+      // rows (L2 sectors used whole); each thread keeps its kk and steps o by nthreads / kTileKC (no division)
+      const int kk = ctx.tid() % kTileKC, os = ctx.nthreads() / kTileKC;
+      T* d = P + kk * ldp;
+      const T* src = W + k0 + kk;
+      for (int o = ctx.tid() / kTileKC; o < np; o += os) {
+        if (o < L.out && kk < kc)
+          ctx.cp_async_elem(d + o, src + (int64_t)o * L.in);
+        else
+          ctx.sh(d + o) = T(0);
       }
-    };
+    });
     auto epi = [&](int r, int j, T acc) {
       T v = acc + (L.b >= 0 ? a.params[L.b + j] : T(0));
       if (L.tb >= 0) v += a.params[L.tb + (int64_t)ctx.sh(trow + r) * L.out + j];
@@ -248,7 +330,7 @@ struct TileEngine : LocalEngine<T, Ctx> {
       ctx.sh(H + r * L.out + j) = y;
       ctx.sh(DH + r * L.out + j) = dy;
     };
-    gemm(ctx, a, smem, X, ldx, L.out, L.in, stage, epi);
+    gemm<false>(ctx, a, smem, X, ldx, L.out, L.in, stage, epi);  // 4 x 8 tiles (see gemm)
   }
 
   // With d_o = DIN[r][o]: DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
@@ -258,14 +340,37 @@ struct TileEngine : LocalEngine<T, Ctx> {
     const LinearDesc& L = a.prog.lin[jl];
     const T* W = a.params + L.w;
     const int np = tile_pad(L.in, kTileTN);
-    auto stage = [&](T* P, int ldp, int k0, int kc) {
-      for (int idx = ctx.tid(); idx < kTileKC * np; idx += ctx.nthreads()) {
-        const int kk = idx / np, i = idx - kk * np;
-        const int o = k0 + kk;
-        ctx.sh(P + kk * ldp + i) =
-            (i < L.in && kk < kc) ? W[(int64_t)o * L.in + i] : T(0);
+    // The panel's rows are W's rows k0 .. k0 + kc: 16-byte copies (V elements) when every row is 16-byte aligned
+    // in global memory (the packed program puts weights at multiples of 4 elements), else element copies.
+    constexpr int V = 16 / int(sizeof(T));
+    const bool vec = reinterpret_cast<uintptr_t>(W) % 16 == 0 && L.in % V == 0;
+    const int upr = np / V;  // units of V elements per panel row (np is a multiple of 8)
+    const auto stage = panel_stage(ctx, [&](T* P, int ldp, int k0, int kc) {
+      // unit (kk, u) = idx = kk * upr + u, idx = tid, tid + nthreads, ...: (kk, u) stepped without a division
+      const int dk = ctx.nthreads() / upr, du = ctx.nthreads() - dk * upr;
+      int kk = ctx.tid() / upr, u = ctx.tid() - kk * upr;
+      for (; kk < kTileKC; kk += dk, u += du) {
+        if (u >= upr) {
+          u -= upr;
+          ++kk;
+          if (kk >= kTileKC) break;
+        }
+        const int i = u * V;
+        T* d = P + kk * ldp + i;
+        const T* src = W + (int64_t)(k0 + kk) * L.in + i;
+        if (vec && kk < kc && i < L.in) {
+          ctx.cp_async16(d, src);
+        } else {
+          HEBM_UNROLL
+          for (int q = 0; q < V; ++q) {
+            if (kk < kc && i + q < L.in)
+              ctx.cp_async_elem(d + q, src + q);
+            else
+              ctx.sh(d + q) = T(0);
+          }
+        }
       }
-    };
+    });
     auto epi = [&](int r, int i, T acc) {
       if (G)
         ctx.sh(G + r * ldg + goff + i) += (alpha_rows ? neg_alpha<T, Ctx>(ctx, a, alpha_rows, r) : T(1)) * acc;

@@ -167,8 +167,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
   TORCH_CHECK(P.path == core::PATH_STAGED || P.path == core::PATH_THROUGHPUT || P.tile <= core::kWarpMaxChains,
               "the v2 latency paths take 1-", core::kWarpMaxChains, " chains per block, got tile ", P.tile);
   TORCH_CHECK(P.path != core::PATH_THROUGHPUT || P.tile % core::tile_quantum(int(precision)) == 0, "the "
-              "throughput path takes a multiple of ", core::tile_quantum(int(precision)), " chains per block (its "
-              "thread tiles / mma rows), got tile ", P.tile);
+              "throughput path takes a multiple of ", core::tile_quantum(int(precision)), " chains per block (the "
+              "mma's rows), got tile ", P.tile);
   emu::Stats st;
   if (t.c.B > 0) {
     AT_DISPATCH_FLOATING_TYPES(t.y0.scalar_type(), "latent_langevin_emulation", [&] {

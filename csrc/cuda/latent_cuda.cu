@@ -22,7 +22,12 @@ namespace {
 
 using core::DeviceCtx;
 
-__global__ void __launch_bounds__(core::kStagedThreads) latent_staged_kernel(const core::BlockArgs<float> a) {
+// Every kernel takes its parameter block as `const __grid_constant__`: nvcc keeps parts of the walk out of line
+// (block_step, block_head: they take BlockArgs by reference), and taking the address of a plain by-value kernel
+// parameter copies the whole block (~9.3 KB) to a stack frame in local memory.
+
+__global__ void __launch_bounds__(core::kStagedThreads)
+    latent_staged_kernel(const __grid_constant__ core::BlockArgs<float> a) {
   extern __shared__ float4 smem4[];
   DeviceCtx ctx;
   core::block_program<float, DeviceCtx, core::StagedEngine<float, DeviceCtx>>(ctx, a, reinterpret_cast<float*>(smem4),
@@ -30,7 +35,8 @@ __global__ void __launch_bounds__(core::kStagedThreads) latent_staged_kernel(con
 }
 
 template <int C>
-__global__ void __launch_bounds__(core::kWarpThreads, 1) latent_resident_kernel(const core::BlockArgs<float> a) {
+__global__ void __launch_bounds__(core::kWarpThreads, 1)
+    latent_resident_kernel(const __grid_constant__ core::BlockArgs<float> a) {
   extern __shared__ float4 smem4[];
   DeviceCtx ctx;
   core::block_program<float, DeviceCtx, core::WarpEngine<float, DeviceCtx, C, 1>>(
@@ -39,7 +45,8 @@ __global__ void __launch_bounds__(core::kWarpThreads, 1) latent_resident_kernel(
 
 // CS blocks per cluster (2 or 4: a compile-time parameter like C), launched with the cluster dimension attribute.
 template <int C, int CS>
-__global__ void __launch_bounds__(core::kWarpThreads, 1) latent_cluster_kernel(const core::BlockArgs<float> a) {
+__global__ void __launch_bounds__(core::kWarpThreads, 1)
+    latent_cluster_kernel(const __grid_constant__ core::BlockArgs<float> a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ float4 smem4[];
   DeviceCtx ctx;
@@ -51,7 +58,8 @@ __global__ void __launch_bounds__(core::kWarpThreads, 1) latent_cluster_kernel(c
 }
 
 template <int C>
-__global__ void __launch_bounds__(core::kWarpThreads, 1) latent_streamed_kernel(const core::BlockArgs<float> a) {
+__global__ void __launch_bounds__(core::kWarpThreads, 1)
+    latent_streamed_kernel(const __grid_constant__ core::BlockArgs<float> a) {
   extern __shared__ float4 smem4[];
   DeviceCtx ctx;
   core::block_program<float, DeviceCtx, core::StreamedEngine<float, DeviceCtx, C>>(
@@ -61,8 +69,6 @@ __global__ void __launch_bounds__(core::kWarpThreads, 1) latent_streamed_kernel(
 // The throughput path (large B): persistent blocks (at most one per SM), each looping over tiles of chains; one
 // kernel per matmul precision (PREC, core::Precision: fp32 the SIMT GEMM, tf32 / bf16 the tensor-core GEMM of
 // tile_mma.h). The mma kernels need sm_80 (the launcher checks the device first).
-// __grid_constant__: the walk (block_program) is too large to inline with the mma GEMM's unrolled tiles, and a
-// call taking the parameter block by reference would otherwise copy all of it (9.3 KB) to local memory.
 template <int PREC>
 __global__ void __launch_bounds__(core::kTileThreads, 1)
     latent_throughput_kernel(const __grid_constant__ core::BlockArgs<float> a) {
