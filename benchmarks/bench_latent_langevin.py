@@ -3,6 +3,7 @@ are described in hebm_ext/bench.py (the same table as `hebm bench`). Medians ove
 always, CUDA when a GPU and the CUDA kernels are there; a markdown table, JSON (and a PNG with matplotlib).
 
     python benchmarks/bench_latent_langevin.py [--model lebm|joint|diffusion] [--batches ...] [--out DIR]
+        [--precision fp32|tf32|bf16]
 """
 from __future__ import annotations
 
@@ -21,8 +22,12 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     ap.add_argument("--out", default="benchmarks/out")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
+                    help="the fused sampler's matmuls; the eager baseline at the same precision (CUDA only for "
+                         "tf32 / bf16)")
     a = ap.parse_args(argv)
-    return run_latent_bench(a.model, a.batches, a.activation, a.steps, a.repeats, a.devices, a.out)
+    return run_latent_bench(a.model, a.batches, a.activation, a.steps, a.repeats, a.devices, a.out,
+                            precision=a.precision)
 
 
 if __name__ == "__main__":

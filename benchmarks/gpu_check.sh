@@ -22,11 +22,15 @@ echo "== ceilings"
 python benchmarks/gpu_ceilings.py --out "$OUT" | tee "$OUT/ceilings.md"
 echo "== benchmarks"
 python benchmarks/bench_latent_langevin.py --model lebm --batches 100 65536 --devices cuda --out "$OUT" | tee "$OUT/lebm.md"
+for prec in tf32 bf16; do  # the tensor-core throughput path against eager at the same precision (allow_tf32 / autocast)
+  python benchmarks/bench_latent_langevin.py --model lebm --batches 65536 --precision "$prec" --devices cuda \
+    --out "$OUT" | tee "$OUT/lebm_$prec.md"
+done
 python benchmarks/bench_latent_langevin.py --model joint --batches 100 1024 --devices cuda --out "$OUT" | tee "$OUT/joint.md"
 python benchmarks/bench_latent_langevin.py --model diffusion --batches 100 --devices cuda --out "$OUT" | tee "$OUT/diffusion.md"
 python benchmarks/bench_generic_langevin.py --devices cuda --out "$OUT" | tee "$OUT/generic.md"
 echo
 echo "== summary (details in $OUT)"
 grep -h "passed\|failed" "$OUT/cuda_tests.txt" | tail -1
-for f in ceilings lebm joint diffusion generic; do sed -n '/^| /p' "$OUT/$f.md"; echo; done
+for f in ceilings lebm lebm_tf32 lebm_bf16 joint diffusion generic; do sed -n '/^| /p' "$OUT/$f.md"; echo; done
 exit "$tests_rc"

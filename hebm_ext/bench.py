@@ -12,6 +12,7 @@ Models of run_latent_bench:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -129,28 +130,66 @@ def build(model, activation, steps):
     return prior, H_.LangevinSchedule.recovery_likelihood(3, steps or 50, 3e-5), sum(dims), macs
 
 
-def bench(model, device, batches, activation, steps, repeats, bar=None):
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def check_precision(precision, device):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "fp32" and (torch.device(device).type != "cuda" or not torch.cuda.is_available()):
+        raise ValueError(f"precision={precision!r}: reduced precision runs on a CUDA GPU only (the fused CPU kernel "
+                         f"is fp32), asked for on {device}" + ("" if torch.cuda.is_available() else
+                                                              " and no CUDA GPU is visible"))
+
+
+@contextlib.contextmanager
+def eager_precision(precision, device):
+    """Eager PyTorch at a matmul precision, as a researcher runs it: fp32 as is, tf32 with
+    torch.backends.cuda.matmul.allow_tf32, bf16 under torch.autocast (CUDA only: the fused CPU kernel is fp32)."""
+    check_precision(precision, device)
+    if precision == "fp32":
+        yield
+    elif precision == "tf32":
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
+    else:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield
+
+
+def bench(model, device, batches, activation, steps, repeats, bar=None, precision="fp32"):
+    check_precision(precision, device)
     prior, sch, D, macs = build(model, activation, steps)
     prior = prior.to(device)
     rows = []
     for B in batches:
         if bar is not None:
-            bar.set_description(f"hebm bench {model} {device} B={B}")
+            bar.set_description(f"hebm bench {model} {device} B={B} {precision}")
         y0 = torch.randn(B, D, device=device)
-        t_ref, _ = median_time(lambda: H_.sample_prior(prior, y0, sch, backend="reference"), device, repeats=repeats,
-                               budget_s=20)
-        t_fused, _ = median_time(lambda: H_.sample_prior(prior, y0, sch, backend="fused"), device, repeats=repeats)
+
+        def eager():
+            with eager_precision(precision, device):
+                return H_.sample_prior(prior, y0, sch, backend="reference")
+
+        t_ref, _ = median_time(eager, device, repeats=repeats, budget_s=20)
+        t_fused, _ = median_time(lambda: H_.sample_prior(prior, y0, sch, backend="fused", precision=precision),
+                                 device, repeats=repeats)
         flops = 4.0 * B * sch.total_steps * macs  # forward + backward to the input, 2 flops per multiply-add
         row = {"model": model, "device": device, "B": B, "steps": sch.total_steps, "activation": activation,
-               "eager_ms": t_ref * 1e3, "fused_ms": t_fused * 1e3, "speedup": t_ref / t_fused,
-               "fused_gflops": flops / t_fused / 1e9}
-        msg = f"  {model} {device} B={B}: eager reference {t_ref*1e3:.2f} ms, fused {t_fused*1e3:.2f} ms, x{t_ref/t_fused:.1f}"
-        if torch.device(device).type == "cuda":  # the same loop captured once in a CUDA graph (generic engine)
+               "precision": precision, "eager_ms": t_ref * 1e3, "fused_ms": t_fused * 1e3,
+               "speedup": t_ref / t_fused, "fused_gflops": flops / t_fused / 1e9}
+        msg = (f"  {model} {device} B={B} {precision}: eager reference {t_ref*1e3:.2f} ms, fused "
+               f"{t_fused*1e3:.2f} ms, x{t_ref/t_fused:.1f}")
+        if torch.device(device).type == "cuda" and precision == "fp32":  # the loop captured in a CUDA graph
             t_graph, _ = median_time(lambda: H_.langevin(prior.log_prob, y0, sch, backend="graph", check_finite=False),
                                      device, warmup=2, repeats=repeats, budget_s=20)
             row.update(graph_ms=t_graph * 1e3, speedup_vs_graph=t_graph / t_fused)
             msg += f" (graph-captured loop {t_graph*1e3:.2f} ms, x{t_graph/t_fused:.1f})"
-        if model == "lebm":
+        if model == "lebm" and precision == "fp32":
             head = prior.heads[0]
             t_loop, _ = median_time(lambda: lebm_prior_loop(head, y0, sch.K[0], 0.4), device, repeats=repeats,
                                     budget_s=20)
@@ -168,13 +207,19 @@ def bench(model, device, batches, activation, steps, repeats, bar=None):
 
 
 def run_latent_bench(model="lebm", batches=None, activation="lrelu", steps=None, repeats=5, devices=None,
-                     out=os.path.join("benchmarks", "out"), progress=False):
+                     out=os.path.join("benchmarks", "out"), progress=False, precision="fp32"):
     """Run the table for one model, print it, write JSON (and a PNG with matplotlib); returns the rows.
-    progress: a bar over the (device, batch) rows (hebm bench)."""
-    devices = devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() and H_.ops.available()["cuda"] else []))
+    progress: a bar over the (device, batch) rows (hebm bench). precision: the fused sampler's matmuls
+    ("fp32", or "tf32" / "bf16" on CUDA: devices then default to the GPU alone), the eager baseline at the same
+    precision (eager_precision)."""
+    if devices is None:  # reduced precision: the GPU only
+        devices = (["cpu"] if precision == "fp32" else []) + (
+            ["cuda"] if precision != "fp32" or (torch.cuda.is_available() and H_.ops.available()["cuda"]) else [])
+    for dev in devices:  # before any timing
+        check_precision(precision, dev)
     batches = batches or DEFAULT_BATCHES[model]
     env = environment()
-    print(f"# latent Langevin, model {model} ({activation}); {env}", flush=True)
+    print(f"# latent Langevin, model {model} ({activation}, {precision}); {env}", flush=True)
     rows = []
     bar = None
     if progress:
@@ -182,22 +227,24 @@ def run_latent_bench(model="lebm", batches=None, activation="lrelu", steps=None,
         bar = tqdm(total=len(devices) * len(batches), unit="row", dynamic_ncols=True, leave=False)
     try:
         for dev in devices:
-            rows += bench(model, dev, batches, activation, steps, repeats, bar)
+            rows += bench(model, dev, batches, activation, steps, repeats, bar, precision)
     finally:
         if bar is not None:
             bar.close()
     cols = [("model", lambda r: r["model"]), ("device", lambda r: r["device"]), ("B", lambda r: str(r["B"])),
+            ("precision", lambda r: r["precision"]),
             ("steps", lambda r: str(r["steps"])), ("eager reference ms", lambda r: f"{r['eager_ms']:.2f}")]
     if model == "lebm":
-        cols.append(("LEBM loop ms", lambda r: f"{r['papers_loop_ms']:.2f}"))
+        cols.append(("LEBM loop ms", lambda r: f"{r['papers_loop_ms']:.2f}" if "papers_loop_ms" in r else "-"))
     cols += [("graph ms", lambda r: f"{r['graph_ms']:.2f}" if "graph_ms" in r else "-"),
              ("fused ms", lambda r: f"{r['fused_ms']:.2f}"), ("vs reference", lambda r: f"{r['speedup']:.1f}x"),
              ("vs graph", lambda r: f"{r['speedup_vs_graph']:.1f}x" if "speedup_vs_graph" in r else "-")]
     if model == "lebm":
-        cols.append(("vs LEBM loop", lambda r: f"{r['speedup_vs_papers_loop']:.1f}x"))
+        cols.append(("vs LEBM loop", lambda r: f"{r['speedup_vs_papers_loop']:.1f}x"
+                     if "speedup_vs_papers_loop" in r else "-"))
     cols.append(("fused GFLOP/s", lambda r: f"{r['fused_gflops']:.1f}"))
     table = markdown_table(rows, cols)
-    stem = f"latent_langevin_{model}_{activation}"
+    stem = f"latent_langevin_{model}_{activation}" + ("" if precision == "fp32" else f"_{precision}")
     path = os.path.join(out, stem + ".json")
     write_json(path, {"env": env, "rows": rows})
     png = plot_ratios(os.path.join(out, stem + ".png"), rows, f"fused vs eager reference, {model}")

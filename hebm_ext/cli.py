@@ -3,7 +3,7 @@
     hebm train --method M --preset P [--data-root DIR] [--out DIR] [--max-steps N] [key=value ...]
     hebm sample CKPT [-n 64] [--out FILE]                      (default RUN/sample_SEED.png)
     hebm eval CKPT [--fid] [--mse] [--anomaly] [--data-root DIR] (default RUN/metrics_eval.json)
-    hebm bench [--model lebm|joint|diffusion] [--batches ...]
+    hebm bench [--model lebm|joint|diffusion] [--batches ...] [--precision fp32|tf32|bf16]
     hebm demo
 
 `hebm train` under torchrun (torchrun --nproc_per_node=G -m hebm_ext.cli train ...) trains data-parallel.
@@ -294,8 +294,11 @@ def cmd_eval(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_latent_bench
 
-    run_latent_bench(args.model, batches=args.batches, steps=args.steps, repeats=args.repeats, out=args.out,
-                     progress=not args.no_progress)
+    try:
+        run_latent_bench(args.model, batches=args.batches, steps=args.steps, repeats=args.repeats, out=args.out,
+                         progress=not args.no_progress, precision=args.precision)
+    except ValueError as e:  # --precision tf32 / bf16 without a GPU
+        raise UsageError(str(e).replace("precision", "--precision", 1)) from None
     return 0
 
 
@@ -410,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=None)
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--out", default=os.path.join("benchmarks", "out"))
+    b.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
+                   help="the fused sampler's matmuls, eager at the same precision (tf32 / bf16: CUDA only)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 

@@ -1,5 +1,6 @@
 """Model builders shared by the sampler tests, and the pieces shared by the method and CLI tests."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -109,3 +110,35 @@ def losses(run):
     """The rows of RUN/losses.jsonl."""
     with open(os.path.join(run, "losses.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def moment_problem():
+    """A 2-D energy for the statistical tests of a kernel's own noise: (prior (float32), y0 (1024 x 2), its
+    schedule (250 steps), the density's first and second moments E[x], E[y], E[x^2], E[y^2] (normalised on a
+    grid, float64), the Gaussian base's)."""
+    from hebm_ext.toy import grid_probabilities
+
+    torch.manual_seed(0)
+    head = sharpen(H.EnergyMLP(2, 8, 1, activation="tanh"), 3.0)
+    prior = H.LatentEBMPrior([2], [(head, 0)], sigma=1.5)
+    lo, hi, bins = -6.0, 6.0, 120
+    p = grid_probabilities(prior.double().log_prob, lo, hi, bins).double()[:-1].reshape(bins, bins)
+    c = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+    c = 0.5 * (c[1:] + c[:-1])
+    gx, gy = torch.meshgrid(c, c, indexing="ij")
+    exact = torch.stack([(p * gx).sum(), (p * gy).sum(), (p * gx * gx).sum(), (p * gy * gy).sum()])
+    base = torch.tensor([0.0, 0.0, 2.25, 2.25], dtype=torch.float64)
+    prior.float()
+    y0 = torch.randn(1024, 2) * 1.5
+    return prior, y0, H.LangevinSchedule.lebm(steps=250, step_size=0.3, sigma=1.5), exact, base
+
+
+def assert_moments(y, exact, base, z_max=4.5):
+    """The chains' moments within z_max standard errors of `exact`, and `exact` more than 10 standard errors from
+    the base's (the energy moves the moments: the test can fail)."""
+    y = y.double()
+    m = torch.stack([y[:, 0], y[:, 1], y[:, 0] ** 2, y[:, 1] ** 2], dim=1)
+    se = m.std(dim=0) / math.sqrt(y.shape[0])
+    assert ((exact - base).abs() > 10 * se).any()
+    z = ((m.mean(dim=0) - exact) / se).abs()
+    assert (z < z_max).all(), (m.mean(dim=0), exact, z)

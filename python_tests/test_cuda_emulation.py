@@ -11,7 +11,7 @@ import torch
 import hebm_ext as H
 from hebm_ext import _C
 from hebm_ext.sampling import program as P
-from helpers import deep_ladder_prior, joint_prior, lebm_prior, multi_head_prior, sharpen
+from helpers import assert_moments, deep_ladder_prior, joint_prior, lebm_prior, moment_problem, multi_head_prior
 
 PATHS = ["staged", "resident", "cluster", "streamed", "cluster4"]  # cluster: 2 blocks, cluster4: 4 blocks
 PATH_CODE = {"staged": 0, "resident": 1, "cluster": 2, "streamed": 3, "cluster4": 2}
@@ -203,29 +203,9 @@ def test_staged_path_any_team_and_chunk():
 def test_long_chains_match_the_density():
     """Statistical: the resident path with its own Philox noise, 2-D energy; the chains' first and second moments
     against the density's (normalised on a grid), within 4.5 standard errors."""
-    from hebm_ext.toy import grid_probabilities
-
-    torch.manual_seed(0)
-    head = sharpen(H.EnergyMLP(2, 8, 1, activation="tanh"), 3.0)
-    prior = H.LatentEBMPrior([2], [(head, 0)], sigma=1.5)
-    lo, hi, bins = -6.0, 6.0, 120
-    p = grid_probabilities(prior.double().log_prob, lo, hi, bins).double()[:-1].reshape(bins, bins)
-    c = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
-    c = 0.5 * (c[1:] + c[:-1])
-    gx, gy = torch.meshgrid(c, c, indexing="ij")
-    exact = torch.stack([(p * gx).sum(), (p * gy).sum(), (p * gx * gx).sum(), (p * gy * gy).sum()])
-    base = torch.tensor([0.0, 0.0, 2.25, 2.25], dtype=torch.float64)
-    prior.float()
-    n = 1024
-    y0 = torch.randn(n, 2) * 1.5
-    sch = H.LangevinSchedule.lebm(steps=250, step_size=0.3, sigma=1.5)
+    prior, y0, sch, exact, base = moment_problem()
     y, _, _ = emulate(prior, y0, sch, "resident", seed=2024, tile=4, threads=32)
-    y = y.double()
-    m = torch.stack([y[:, 0], y[:, 1], y[:, 0] ** 2, y[:, 1] ** 2], dim=1)
-    se = m.std(dim=0) / math.sqrt(n)
-    assert ((exact - base).abs() > 10 * se).any()  # the energy moves the moments (so the test can fail)
-    z = ((m.mean(dim=0) - exact) / se).abs()
-    assert (z < 4.5).all(), (m.mean(dim=0), exact, z)
+    assert_moments(y, exact, base)
 
 
 # ------------------------------------------------------------------------------ the primitive layer itself

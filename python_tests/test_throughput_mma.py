@@ -5,7 +5,6 @@ eager chain's at the same precision, reference.matmul_precision, same noise) on 
 u-ladder) and diffusion (time heads, per-chain timesteps) programs; the fp32-accumulate structure (operands exact
 in bf16 give the fp32 answer); the chains' moments with the kernel's own Philox noise; the plan and its errors."""
 import copy
-import math
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ import hebm_ext as H
 from hebm_ext import _C
 from hebm_ext.sampling import program as P
 from hebm_ext.sampling.reference import PRECISIONS, round_to
-from helpers import joint_prior, lebm_prior, multi_head_prior, sharpen
+from helpers import assert_moments, joint_prior, lebm_prior, moment_problem, multi_head_prior, sharpen
 
 THROUGHPUT = 4  # core::PATH_THROUGHPUT
 ONE_SM = [1, 232448, 9]
@@ -135,30 +134,10 @@ def test_own_noise_moments_match_the_density(precision):
     """Statistical: the throughput path at bf16 with its own Philox noise on a 2-D energy; the chains' first and
     second moments against the density's (normalised on a grid), within 4.5 standard errors (bf16's rounding of
     the energy moves them by ~1e-3, far below one standard error)."""
-    from hebm_ext.toy import grid_probabilities
-
-    torch.manual_seed(0)
-    head = sharpen(H.EnergyMLP(2, 8, 1, activation="tanh"), 3.0)
-    prior = H.LatentEBMPrior([2], [(head, 0)], sigma=1.5)
-    lo, hi, bins = -6.0, 6.0, 120
-    p = grid_probabilities(prior.double().log_prob, lo, hi, bins).double()[:-1].reshape(bins, bins)
-    c = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
-    c = 0.5 * (c[1:] + c[:-1])
-    gx, gy = torch.meshgrid(c, c, indexing="ij")
-    exact = torch.stack([(p * gx).sum(), (p * gy).sum(), (p * gx * gx).sum(), (p * gy * gy).sum()])
-    base = torch.tensor([0.0, 0.0, 2.25, 2.25], dtype=torch.float64)
-    prior.float()
-    n = 1024
-    y0 = torch.randn(n, 2) * 1.5
-    sch = H.LangevinSchedule.lebm(steps=250, step_size=0.3, sigma=1.5)
+    prior, y0, sch, exact, base = moment_problem()
     y, st = emulate(prior, y0, sch, precision, seed=2024, threads=32, tile=32, device=[4, 232448, 9])
     assert (st[0], st[1]) == (THROUGHPUT, 32)
-    y = y.double()
-    m = torch.stack([y[:, 0], y[:, 1], y[:, 0] ** 2, y[:, 1] ** 2], dim=1)
-    se = m.std(dim=0) / math.sqrt(n)
-    assert ((exact - base).abs() > 10 * se).any()  # the energy moves the moments (so the test can fail)
-    z = ((m.mean(dim=0) - exact) / se).abs()
-    assert (z < 4.5).all(), (m.mean(dim=0), exact, z)
+    assert_moments(y, exact, base)
 
 
 def test_plan_and_errors():
