@@ -59,15 +59,14 @@ ptx_dir = sys.argv[sys.argv.index("--ptx") + 1] if "--ptx" in sys.argv else None
 
 HOT = ("latent_resident_kernel", "latent_cluster_kernel", "latent_streamed_kernel", "latent_throughput_kernel",
        "latent_staged_kernel", "update_kernel")
-MAX_STACK = 1024  # bytes; today's largest is the staged kernel's 144
-rows, cur, props = [], None, None
+MAX_STACK = 1024  # bytes; today's largest, 288 (latent_cluster_kernel<2, 4>, sm_90), is the out-of-line calls' frames
+rows, cur = [], None
 for line in sys.stdin:
     m = re.search(r"Compiling entry function '([^']+)' for '(sm_\d+a?)'", line)
     if m:
         cur = {"mangled": m.group(1), "arch": m.group(2), "regs": "?", "stack": 0, "spill_st": 0, "spill_ld": 0,
                "smem": 0}
         rows.append(cur)
-        props = None
         continue
     if cur is None:
         continue
@@ -75,10 +74,6 @@ for line in sys.stdin:
     # it kept out of line (a callee: block_step, block_head, ...): the kernel's stack is the largest of them (a
     # callee's frame is local memory of this kernel too), its spills their sum. Taking the last line as the
     # kernel's, as this script once did, hid a 9.5 KB frame of the kernel behind its callees' 0 bytes.
-    m = re.search(r"Function properties for (\S+)", line)
-    if m:
-        props = m.group(1)
-        continue
     m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
     if m:
         stack, st, ld = map(int, m.groups())
