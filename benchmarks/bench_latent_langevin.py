@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 import hebm_ext as H
-from hebm_ext.bench import DEFAULT_BATCHES, run_latent_bench
+from hebm_ext.bench import DEFAULT_BATCHES, PRECISIONS, run_latent_bench
 
 
 def main(argv=None):
@@ -22,7 +22,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     ap.add_argument("--out", default="benchmarks/out")
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS,
                     help="the fused sampler's matmuls; the eager baseline at the same precision (CUDA only for "
                          "tf32 / bf16)")
     a = ap.parse_args(argv)

@@ -24,7 +24,7 @@ import torch
 
 import hebm_ext as H_
 
-from .sampling.reference import lebm_prior_loop
+from .sampling.reference import PRECISIONS, lebm_prior_loop
 
 
 def sync(device):
@@ -130,10 +130,8 @@ def build(model, activation, steps):
     return prior, H_.LangevinSchedule.recovery_likelihood(3, steps or 50, 3e-5), sum(dims), macs
 
 
-PRECISIONS = ("fp32", "tf32", "bf16")
-
-
 def check_precision(precision, device):
+    """The bench's precision argument (one of reference.PRECISIONS; tf32 / bf16 on a visible CUDA GPU only)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "fp32" and (torch.device(device).type != "cuda" or not torch.cuda.is_available()):
@@ -143,10 +141,9 @@ def check_precision(precision, device):
 
 
 @contextlib.contextmanager
-def eager_precision(precision, device):
-    """Eager PyTorch at a matmul precision, as a researcher runs it: fp32 as is, tf32 with
-    torch.backends.cuda.matmul.allow_tf32, bf16 under torch.autocast (CUDA only: the fused CPU kernel is fp32)."""
-    check_precision(precision, device)
+def eager_precision(precision):
+    """Eager PyTorch at a matmul precision (checked by check_precision), as a researcher runs it: fp32 as is, tf32
+    with torch.backends.cuda.matmul.allow_tf32, bf16 under torch.autocast on CUDA."""
     if precision == "fp32":
         yield
     elif precision == "tf32":
@@ -172,7 +169,7 @@ def bench(model, device, batches, activation, steps, repeats, bar=None, precisio
         y0 = torch.randn(B, D, device=device)
 
         def eager():
-            with eager_precision(precision, device):
+            with eager_precision(precision):
                 return H_.sample_prior(prior, y0, sch, backend="reference")
 
         t_ref, _ = median_time(eager, device, repeats=repeats, budget_s=20)

@@ -350,6 +350,7 @@ def cmd_demo(args) -> int:
 # ---------------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from .methods import METHODS
+    from .sampling.reference import PRECISIONS
 
     ap = argparse.ArgumentParser(prog="hebm", description="Energy-based latent priors with fused Langevin kernels.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -413,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=None)
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--out", default=os.path.join("benchmarks", "out"))
-    b.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
+    b.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="the fused sampler's matmuls, eager at the same precision (tf32 / bf16: CUDA only)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
