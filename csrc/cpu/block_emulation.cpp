@@ -126,6 +126,27 @@ emu::Stats emulate(const LatentTensors& call, const core::LaunchPlan& P, int thr
 
 }  // namespace
 
+namespace {
+
+void check_precision(const char* who, int64_t precision) {
+  TORCH_CHECK(precision >= core::kPrecisionFp32 && precision <= core::kPrecisionBf16, who,
+              ": precision must be 0 (fp32), 1 (tf32) or 2 (bf16), got ", precision);
+}
+
+// The launcher's plan (plan_launch) with its precision errors raised (precision_plan_error), as the CUDA launcher
+// does: the emulation and latent_langevin_plan report what a GPU call would.
+core::LaunchPlan checked_plan(const char* who, const core::ProgramDesc& p, int64_t B, const core::DeviceProps& dev,
+                              int elem, int req, int tile, int cluster, int warps, int64_t precision) {
+  check_precision(who, precision);
+  const core::LaunchPlan P = core::plan_launch(p, B, dev, elem, req, tile, cluster, warps, int(precision));
+  char perr[400];
+  const char* pe = core::precision_plan_error(P, p, dev, elem, int(precision), perr, sizeof(perr));
+  TORCH_CHECK(pe == nullptr, who, ": ", pe ? pe : "");
+  return P;
+}
+
+}  // namespace
+
 // Returns (y, trace, stats); stats (int64): [path, tile, cluster, threads, shared-memory bytes per block,
 // block barriers, cluster barriers, named barriers, warp collectives, shared-memory instructions, wavefronts,
 // ideal wavefronts, conflicted instructions], the counts summed over the grid.
@@ -139,8 +160,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
   TORCH_CHECK(tile >= 0 && tile <= core::kBlockMaxTile, "tile must be in [0, ", core::kBlockMaxTile, "], got ", tile);
   TORCH_CHECK(stage_rows >= 0 && stage_rows <= core::kBlockMaxJC, "stage_rows must be in [0, ", core::kBlockMaxJC,
               "], got ", stage_rows);
-  TORCH_CHECK(precision >= core::kPrecisionFp32 && precision <= core::kPrecisionBf16,
-              "latent_langevin emulation: precision must be 0 (fp32), 1 (tf32) or 2 (bf16), got ", precision);
+  check_precision("latent_langevin emulation", precision);
   TORCH_CHECK(precision == core::kPrecisionFp32 || y0_.scalar_type() == at::kFloat, "latent_langevin emulation: "
               "precision=", precision, " rounds float32 matmul operands (tensor cores), so y0 must be float32, got ",
               y0_.scalar_type());
@@ -150,11 +170,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
   const int elem = int(t.y0.element_size());
   const int req = path_code(path);
   // the layout's per-warp slots for this many warps (the launcher's blocks have 8)
-  core::LaunchPlan P = core::plan_launch(t.c.prog, t.c.B, dev, elem, req, int(tile), path == "cluster4" ? 4 : 0,
-                                         int(threads / 32), int(precision));
-  char perr[400];
-  const char* pe = core::precision_plan_error(P, t.c.prog, dev, elem, int(precision), perr, sizeof(perr));
-  TORCH_CHECK(pe == nullptr, "latent_langevin emulation: ", pe ? pe : "");
+  core::LaunchPlan P = checked_plan("latent_langevin emulation", t.c.prog, t.c.B, dev, elem, req, int(tile),
+                                    path == "cluster4" ? 4 : 0, int(threads / 32), precision);
   TORCH_CHECK(req < 0 || P.path == req, "latent_langevin emulation: path '", std::string(path), "' was not taken");
   if (P.path == core::PATH_STAGED && stage_rows > 0) {
     P.lay = core::block_layout(t.c.prog, P.tile, core::block_stage_elems(t.c.prog, int(stage_rows)));
@@ -190,14 +207,8 @@ std::tuple<std::vector<int64_t>, std::string> latent_langevin_plan(at::IntArrayR
   core::ProgramDesc p;
   const core::ParseResult pr = core::parse_program(program.data(), int64_t(program.size()), n_params, p);
   TORCH_CHECK(pr.ok, "latent_langevin plan: ", pr.msg);
-  TORCH_CHECK(precision >= core::kPrecisionFp32 && precision <= core::kPrecisionBf16,
-              "latent_langevin plan: precision must be 0 (fp32), 1 (tf32) or 2 (bf16), got ", precision);
-  const core::DeviceProps dev = device_props(device);
-  const core::LaunchPlan P =
-      core::plan_launch(p, B, dev, int(elem), -1, 0, 0, core::kWarpThreads / 32, int(precision));
-  char perr[400];
-  const char* pe = core::precision_plan_error(P, p, dev, int(elem), int(precision), perr, sizeof(perr));
-  TORCH_CHECK(pe == nullptr, "latent_langevin plan: ", pe ? pe : "");
+  const core::LaunchPlan P = checked_plan("latent_langevin plan", p, B, device_props(device), int(elem), -1, 0, 0,
+                                          core::kWarpThreads / 32, precision);
   return {std::vector<int64_t>{P.path, P.tile, P.cluster, P.threads, P.smem_bytes, P.tiles}, std::string(P.why)};
 }
 
