@@ -20,13 +20,13 @@ STAT = ["path", "tile", "cluster", "threads", "smem_bytes", "block_barriers", "c
         "warp_collectives", "smem_instructions", "wavefronts", "ideal_wavefronts", "conflicted"]
 
 
-def emulate(prior, y0, sch, noise, *, tile, threads, sms):
+def emulate(prior, y0, sch, noise, *, tile, threads, sms, banks=False):
     params, program = P.build_program(prior, y0.dtype, y0.device)
     empty = y0.new_empty(0)
     rng = torch.tensor([0, 0], dtype=torch.int64)
     out, _, st = torch.ops.hebm._latent_langevin_emulation(
         y0, empty, params, program, sch.coefficients(), list(sch.K), torch.empty(0, dtype=torch.int64), noise, rng,
-        False, "throughput", threads, tile, 0, False, [sms, 232448, 9])
+        False, "throughput", threads, tile, 0, banks, [sms, 232448, 9])
     return out, dict(zip(STAT, st.tolist()))
 
 
@@ -61,6 +61,37 @@ def test_odd_widths_masked_rows(dtype):
     prior = lebm_prior("gelu", dtype, in_dim=37, hidden=45, depth=2)
     for tile, sms in ((1, 1), (5, 3), (7, 1)):
         check(prior, 13, 37, 2, dtype, tile=tile, threads=64, sms=sms)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_lane_map_partial_row_blocks_odd_column_groups(dtype):
+    """The lane-to-tile map (tile_item: pairs of column groups, inside a pair blocks of 4 row groups x 2 column
+    groups, then the mg % 4 row groups left) on its edges: 22 chains (6 row groups: one block of 4 and a rest of
+    2), 25 chains (7 row groups, a rest of 3; rows 25 .. 27 masked), hidden 52 (7 column groups of 8, 13 of 4:
+    the last of each pair-less), 32 and 64 threads (passes that end inside a pair)."""
+    torch.manual_seed(3)
+    prior = lebm_prior("lrelu", dtype, in_dim=37, hidden=52, depth=2)
+    for tile, threads in ((22, 64), (25, 32)):
+        check(prior, tile, 37, 2, dtype, tile=tile, threads=threads, sms=1)
+
+
+def test_lebm_tile_step_wavefronts():
+    """Shared-memory wavefronts of one 32-chain LEBM tile-step on 256 threads (the emulation's bank model, one
+    step more minus one less): 49,310 (48,342 without conflicts; 780 conflicted instructions, 600 of them the A
+    loads of each layer's pair-less last column group: N = 200 in 25 groups of 8, N = 100 in 13). The GEMMs'
+    loads are 4 wavefronts per LDS.128 where a quarter-warp holds 4 row groups x 2 column groups (tile_item);
+    with 8 consecutive row groups per quarter-warp rows r and r + 4 of A share banks at lda = 200 (69,854
+    wavefronts, 5,220 conflicted). The epilogues' scalar accesses visit each lane's columns from rg mod 8 on;
+    in one order for every lane, rows 8 banks apart and columns in groups of 8 fall in 4 banks (57,854, 2,220)."""
+    torch.manual_seed(4)
+    prior = lebm_prior("lrelu", torch.float32)
+    y0 = torch.randn(32, 100)
+    noise = torch.randn(2, 32, 100)
+    st = [emulate(prior, y0, H.LangevinSchedule.lebm(steps=s), noise[2 - s:], tile=32, threads=256, sms=1,
+                  banks=True)[1] for s in (1, 2)]
+    step = {k: st[1][k] - st[0][k] for k in ("wavefronts", "ideal_wavefronts", "conflicted")}
+    assert step["ideal_wavefronts"] == 48342, step
+    assert step["wavefronts"] <= 49500 and step["conflicted"] <= 800, step
 
 
 def test_several_passes_over_the_thread_tiles():

@@ -13,9 +13,11 @@
 //             a head's dh * w_out is formed by the forward's epilogue): the same staged rows, the transposed operand.
 //             Every thread owns a 4 x 8 tile of C in registers (4 chains x 8 outputs: 32 accumulators; per 4 k:
 //             4 16-byte loads of A, 8 of the panel, 128 FMAs), or, in the backward, 4 x 4 where that keeps more
-//             warp schedulers busy (tile_k_cost); rows past the tile are masked. The epilogue (bias, time bias,
-//             activation and its derivative, or the backward's chain rule / gradient accumulation) runs on the
-//             registers.
+//             warp schedulers busy (tile_k_cost); rows past the tile are masked. Lanes to tiles (tile_item): a
+//             quarter-warp holds 4 row groups x 2 column groups, so its A rows fall in distinct banks (4
+//             wavefronts per LDS.128). The epilogue (bias, time bias, activation and its derivative, or the
+//             backward's chain rule / gradient accumulation) runs on the registers, each lane's columns in a
+//             rotated order (its scalar accesses in distinct banks).
 //   energy:   one warp per chain, shuffle sum.
 // Panels are padded to the MMA tile (16 columns: 100 -> 112, 200 -> 208; + 4 so that the 16 rows of a panel do
 // not fall in the same banks); the tensor-core variants (bf16 m16n8k16, tf32 m16n8k8) read the same panels.
@@ -167,6 +169,30 @@ HEBM_HD int tile_k_cost(int M, int N, int tn, int nthreads) {
   return cost;
 }
 
+// Thread tile `item` of mg row groups x ntn column groups -> (rg, cg): a bijection of [0, mg ntn), items in
+// pairs of column groups (2 mg items; the last pair one column group when ntn is odd), inside a pair blocks of 4
+// row groups x 2 column groups (8 items), then the last mg % 4 row groups x 2. With mg = 8 (a 32-chain tile of
+// 4-row thread tiles) every quarter-warp of 8 lanes gets one block: 4 rows of A (rows r .. r + 3, in distinct
+// banks at lda = 100 or 200, each word read by 2 lanes) and 2 column groups of the panel (distinct banks), so
+// each LDS.128 is 4 wavefronts (one per quarter-warp phase); 8 consecutive row groups in a phase would put rows r
+// and r + 4 in the same banks (8 wavefronts per A load at lda = 200). For mg <= 4 it is the plain order
+// (row groups fastest). Which thread computes an output changes, not its sum over k.
+HEBM_HD void tile_item(int item, int mg, int ntn, int& rg, int& cg) {
+  const int p = item / (2 * mg), w = item - p * 2 * mg;
+  const int width = 2 * p + 1 < ntn ? 2 : 1;  // column groups in this pair
+  const int full = mg / 4 * 4 * width;        // items in its blocks of 4 row groups
+  int cl;
+  if (w < full) {
+    rg = w / (4 * width) * 4 + w % 4;
+    cl = w / 4 % width;
+  } else {
+    const int r = mg % 4, v = w - full;  // r > 0 here
+    rg = mg - r + v % r;
+    cl = v / r;
+  }
+  cg = 2 * p + cl;
+}
+
 // PREC (core::Precision): fp32 runs the register-tiled SIMT GEMM below; tf32 / bf16 the tensor-core GEMM of
 // tile_mma.h on the same panels (stage: the PanelStage's combined call) and epilogues (float32 chains, tiles a
 // multiple of 16 chains).
@@ -213,10 +239,11 @@ struct TileEngine : LocalEngine<T, Ctx> {
     for (int base = 0; base < items; base += ctx.nthreads()) {
       const int item = base + ctx.tid();
       const bool active = item < items;
-      // row groups fastest: a warp's lanes share a few column groups (the panel loads are broadcasts, 1
-      // wavefront) and read consecutive rows of A
-      const int rg = active ? item % mg : 0;
-      const int n0 = active ? (item / mg) * TN : 0;
+      // a quarter-warp: 4 row groups x 2 column groups (tile_item: the A rows' banks distinct, the panel loads
+      // 2 addresses per phase)
+      int rg = 0, cg = 0;
+      if (active) tile_item(item, mg, ntn, rg, cg);
+      const int n0 = cg * TN;
       int roff[TM];  // A's row offsets; a row past the tile (M not a multiple of TM) reads row M - 1, unused
       HEBM_UNROLL
       for (int m = 0; m < TM; ++m) roff[m] = ((rg + m * mg) < M ? (rg + m * mg) : (M - 1)) * lda;
@@ -283,11 +310,31 @@ struct TileEngine : LocalEngine<T, Ctx> {
         }
       }
       if (active) {
+        // The epilogue's accesses are scalar: in the same column n of every lane's tile, rows 8 banks apart (LEBM's
+        // 200-wide arrays) and column groups of 8 would fall in 4 banks (8 wavefronts per store). Lane rotation:
+        // a thread visits its columns from s = rg mod TN on (acc rotated left by s: log2 TN selects per register),
+        // so the 8 row groups of a warp reach 8 different columns (1 wavefront per store at ld = 200).
+        static_assert((TN & (TN - 1)) == 0, "TN a power of two (the rotation)");
+        const int s = rg & (TN - 1);
+        HEBM_UNROLL
+        for (int b = 1; b < TN; b *= 2) {
+          const bool on = (s & b) != 0;
+          HEBM_UNROLL
+          for (int m = 0; m < TM; ++m) {
+            T t[TN];
+            HEBM_UNROLL
+            for (int n = 0; n < TN; ++n) t[n] = on ? acc[m][(n + b) % TN] : acc[m][n];
+            HEBM_UNROLL
+            for (int n = 0; n < TN; ++n) acc[m][n] = t[n];
+          }
+        }
         HEBM_UNROLL
         for (int m = 0; m < TM; ++m) {
           HEBM_UNROLL
-          for (int n = 0; n < TN; ++n)
-            if (rg + m * mg < M && n0 + n < N) epi(rg + m * mg, n0 + n, acc[m][n]);
+          for (int n = 0; n < TN; ++n) {
+            const int j = n0 + ((n + s) & (TN - 1));  // acc[m][n] is column j's sum now
+            if (rg + m * mg < M && j < N) epi(rg + m * mg, j, acc[m][n]);
+          }
         }
       }
       // the next pass restages panel 0 into buffer 0, which laggards may still read (the last panel, c even)
