@@ -11,6 +11,7 @@
 #include "core/block_sampler.h"
 #include "core/program.h"
 #include "core/schedule.h"
+#include "core/tile_mma.h"
 
 namespace hebm {
 
@@ -116,6 +117,14 @@ core::BlockArgs<T> block_args(const LatentTensors& t) {
   a.trace = t.trace.numel() ? t.trace.data_ptr<T>() : nullptr;
   a.B = t.c.B;
   return a;
+}
+
+// precision bf16: an int32 tensor (on params' device) of core::bf16_pair_words(prog) words for the weights as
+// packed bf16 k-pairs (BlockArgs::bf16_pairs), to be filled by the caller (the CUDA launcher's pack kernel, the
+// emulation on the host) with core::bf16_pair_word; else an empty tensor.
+inline at::Tensor bf16_pairs_tensor(const LatentTensors& t, int64_t precision) {
+  if (precision != core::kPrecisionBf16) return at::empty({0}, t.params.options().dtype(at::kInt));
+  return at::empty({core::bf16_pair_words(t.c.prog)}, t.params.options().dtype(at::kInt));
 }
 
 }  // namespace hebm

@@ -18,6 +18,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
     const at::Tensor& rng, bool trace, c10::string_view path, int64_t threads, int64_t tile, int64_t stage_rows,
     bool banks, at::IntArrayRef device, int64_t precision);
 at::Tensor simt_selftest(c10::string_view name);
+at::Tensor latent_bf16_pairs(at::IntArrayRef program, const at::Tensor& params);
 std::tuple<std::vector<int64_t>, std::string> latent_langevin_plan(at::IntArrayRef program, int64_t n_params,
                                                                    int64_t B, int64_t elem, at::IntArrayRef device,
                                                                    int64_t precision);
@@ -80,4 +81,7 @@ PYBIND11_MODULE(_C, m) {
         "threads, smem bytes, tiles], why v1)",
         py::arg("program"), py::arg("n_params"), py::arg("B"), py::arg("elem"), py::arg("device"),
         py::arg("precision") = 0);
+  m.def("latent_bf16_pairs", &hebm::cpu::latent_bf16_pairs,
+        "Test support: the bf16 throughput kernel's weights as packed bf16 k-pairs (int32 words; csrc/core/tile_mma.h "
+        "bf16_pair_word) for (program ints, float32 params)", py::arg("program"), py::arg("params"));
 }

@@ -2,8 +2,12 @@
 accumulate) run lane by lane through the emulation (hebm::_latent_langevin_emulation with precision=1 / 2):
 the accuracy rule of docs/CUDA_KERNELS.md (a reduced-precision chain's error against float64 is at most 2x the
 eager chain's at the same precision, reference.matmul_precision, same noise) on the LEBM, joint (z- and
-u-ladder) and diffusion (time heads, per-chain timesteps) programs; the fp32-accumulate structure (operands exact
-in bf16 give the fp32 answer); the chains' moments with the kernel's own Philox noise; the plan and its errors."""
+u-ladder), diffusion (time heads, per-chain timesteps) and odd-width programs; the fp32-accumulate structure
+(operands exact in bf16 give the fp32 answer); the bf16 kernel's packed k-pair weights (against torch's bf16
+rounding; the chains unchanged bit for bit when the weights are rounded beforehand); the chains' moments with the
+kernel's own Philox noise; the plan and its errors. The panels are prefetched by cp.async (tf32 two buffers, bf16
+three): the emulation reports a copy into a buffer still being read, a read of a copy in flight and a read of a
+landed copy with no barrier since as errors, so every test here also checks the prefetch's waits and barriers."""
 import copy
 
 import pytest
@@ -20,8 +24,8 @@ ONE_SM = [1, 232448, 9]
 
 
 def emulate(prior, y0, schedule, precision, *, noise=None, cond=None, timesteps=None, seed=None, path="throughput",
-            threads=128, tile=16, device=ONE_SM):
-    params, program = P.build_program(prior, y0.dtype, y0.device)
+            threads=128, tile=16, device=ONE_SM, built=None):
+    params, program = built or P.build_program(prior, y0.dtype, y0.device)
     empty = y0.new_empty(0)
     rng = torch.tensor([seed or 0, 0], dtype=torch.int64)
     ts = timesteps if timesteps is not None else torch.empty(0, dtype=torch.int64)
@@ -38,6 +42,9 @@ def _program(name):
     if name == "lebm":
         return lebm_prior("lrelu", torch.float64, in_dim=100, hidden=200, depth=2), H.LangevinSchedule.lebm(
             steps=10), 100, {}, 40  # 40 chains: tiles of 16, 16 and a partial 8
+    if name == "odd":  # odd widths: K = 37 (an odd last k-pair), N = K = 45 (odd rows paired with zero)
+        return lebm_prior("gelu", torch.float64, in_dim=37, hidden=45, depth=2), H.LangevinSchedule.lebm(
+            steps=4), 37, {}, 32
     if name in ("joint_z", "joint_u"):
         return joint_prior(name[-1], torch.float64), H.LangevinSchedule.lebm(steps=4), 228, {}, 16
     prior = multi_head_prior(torch.float64, time_steps=3, out_scale=0.05)
@@ -50,7 +57,7 @@ def _program(name):
 
 
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])
-@pytest.mark.parametrize("name", ["lebm", "joint_z", "joint_u", "diffusion", "diffusion_per_chain"])
+@pytest.mark.parametrize("name", ["lebm", "odd", "joint_z", "joint_u", "diffusion", "diffusion_per_chain"])
 def test_accuracy_rule_against_float64(name, precision):
     """mean |kernel - float64| <= 2 mean |eager at the same precision - float64| (same noise), and the kernel
     does round (its error is well above the fp32 kernel's)."""
@@ -75,8 +82,70 @@ def test_accuracy_rule_against_float64(name, precision):
     err = lambda y: (y.double() - exact).abs().mean().item()  # noqa: E731
     e_kernel, e_eager, e_fp32 = err(out), err(eager), err(fp32)
     assert torch.isfinite(out).all()
+    print(f"accuracy rule {name} {precision}: kernel / eager error vs float64 = {e_kernel / e_eager:.2f}")
     assert e_kernel <= 2 * e_eager, (name, precision, e_kernel, e_eager)
     assert e_kernel > 5 * e_fp32, (name, precision, e_kernel, e_fp32)  # the operands are rounded
+
+
+def _linears(program):
+    """(in, out, w offset) of each linear of a program's ints (csrc/core/program.h, version 2)."""
+    program = [int(v) for v in program]
+    at = 9 + 2 * program[3] + 7 * program[7]
+    return [tuple(program[at + 7 * j: at + 7 * j + 3]) for j in range(program[8])]
+
+
+def _pair_words(lo, hi):
+    """int64 words of two float tensors rounded to bf16 by torch (round to nearest even), lo in bits 0-15."""
+    bits = lambda x: x.to(torch.bfloat16).view(torch.int16).to(torch.int64) & 0xFFFF  # noqa: E731
+    return bits(lo) | (bits(hi) << 16)
+
+
+def test_bf16_pairs_packing():
+    """The bf16 kernel's packed weights (tile_mma.h bf16_pair_word: what the launcher's pack kernel and the
+    emulation write) against torch's bf16 rounding: per linear a forward block of W's k-pairs along its rows and
+    a backward block pairing W's rows, the lower k in bits 0-15, an odd tail's high half zero, the forward rows
+    and each block padded to 8 words (32-byte sectors); ties round to even (1 + 2^-8 -> 1, 1 + 3 2^-8 ->
+    1 + 2^-6, and negated)."""
+    torch.manual_seed(12)
+    prior = lebm_prior("gelu", torch.float32, in_dim=37, hidden=45, depth=2)
+    params, program = P.build_program(prior, torch.float32, "cpu")
+    lins = _linears(program)
+    w0 = lins[0][2]
+    params[w0:w0 + 4] = torch.tensor([1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), -(1 + 3 * 2**-8)])
+    words = _C.latent_bf16_pairs(program, params).to(torch.int64) & 0xFFFFFFFF
+    assert words[0].item() == 0x3F823F80 and words[1].item() == 0xBF82BF80  # (1, 1 + 2^-6), negated
+    expect = []
+    pad = torch.nn.functional.pad
+    for i, o, w in lins:
+        W = params[w:w + o * i].view(o, i)
+        Wf = pad(W, (0, i % 2))        # forward: k-pairs along the rows, rows padded to 8 words (a sector)
+        fwd = _pair_words(Wf[:, 0::2], Wf[:, 1::2])
+        fwd = pad(fwd, (0, -fwd.shape[1] % 8))
+        Wb = pad(W, (0, 0, 0, o % 2))  # backward: rows 2q, 2q + 1 paired
+        for blk in (fwd.flatten(), _pair_words(Wb[0::2], Wb[1::2]).flatten()):
+            expect.append(pad(blk, (0, -blk.numel() % 8)))
+    assert torch.equal(words, torch.cat(expect))
+
+
+@pytest.mark.parametrize("name", ["lebm", "odd"])
+def test_bf16_weights_rounded_once(name):
+    """The bf16 GEMMs see the weights only as their packed bf16 words: the same chains bit for bit when the
+    GEMMs' weights are rounded to bf16 beforehand (rounding once at packing is rounding at fragment load; the
+    heads' output row, read in fp32 by warp_energy and the backward's dh * w_out, is left as it is). LEBM in tiles
+    of 16 (a partial third tile) and odd widths (odd k-pairs, the backward's word copies)."""
+    p64, sch, D, _, B = _program(name)
+    p32 = copy.deepcopy(p64).float()
+    torch.manual_seed(7)
+    y0 = torch.randn(B, D)
+    noise = torch.randn(sch.total_steps, B, D)
+    params, program = P.build_program(p32, torch.float32, "cpu")
+    out, _ = emulate(p32, y0, sch, "bf16", noise=noise, built=(params, program))
+    rounded = params.clone()
+    for i, o, w in _linears(program)[:-1]:  # every linear but the head's output row
+        rounded[w:w + o * i] = round_to(params[w:w + o * i], "bf16")
+    assert not torch.equal(rounded, params)
+    again, _ = emulate(p32, y0, sch, "bf16", noise=noise, built=(rounded, program))
+    assert torch.equal(out, again)
 
 
 def test_bf16_kernel_against_cpu_autocast():

@@ -144,6 +144,9 @@ struct BlockArgs {
   T* trace;               // or null
   int64_t B;
   int precision = kPrecisionFp32;  // core::Precision (simt.h): the matmuls' precision, the launcher's kernel choice
+  // precision bf16: the weights as packed bf16 k-pairs (tile_mma.h, bf16_pair_word; bf16_pair_words(prog) words,
+  // 16-byte aligned), which the launcher fills before the kernel; else null
+  const uint32_t* bf16_pairs = nullptr;
 };
 
 // Step k's Philox normals of the tile's valid rows, drawn ahead into half k & 1 of the noise buffer: the same

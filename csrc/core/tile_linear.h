@@ -129,24 +129,20 @@ HEBM_BLOCK_FN void warp_energy(Ctx& ctx, const BlockArgs<T>& a, const LinearDesc
   }
 }
 
-// A weight panel's staging, in two forms: issue(P, ldp, k0, kc) starts it (cp.async element copies of W's rows
-// k0 .. k0 + kc, plain zero stores into the padding; one commit group per call) and returns with the copies in
-// flight; stage(P, ldp, k0, kc) is issue + cp.async.wait_group 0 (this thread's part is in shared memory). Either
-// way every thread takes part and a block barrier must follow before any thread reads the panel. F: a callable
-// f(P, ldp, k0, kc) that issues the copies and the zero stores.
+// A weight panel's staging: issue(P, ldp, k0, kc) starts it (cp.async copies of W's rows k0 .. k0 + kc, plain
+// zero stores into the padding; one commit group per call) and returns with the copies in flight; every thread
+// takes part, and cp.async.wait_group then a block barrier must follow before any thread reads the panel (both
+// GEMMs: wait<0> + sync after the previous panel's compute). F: a callable f(P, ldp, k0, kc) that issues the
+// copies and the zero stores; P is fp32 (T) for the fp32 and tf32 GEMMs, packed bf16 pair words (uint32_t, word
+// rows k-pairs, kc still counted in k) for the bf16 GEMM.
 template <class Ctx, class F>
 struct PanelStage {
   const Ctx& ctx;
   F f;
-  template <typename T>
-  HEBM_BLOCK_FN void issue(T* P, int ldp, int k0, int kc) const {
+  template <typename PT>
+  HEBM_BLOCK_FN void issue(PT* P, int ldp, int k0, int kc) const {
     f(P, ldp, k0, kc);
     ctx.cp_async_commit();
-  }
-  template <typename T>
-  HEBM_BLOCK_FN void operator()(T* P, int ldp, int k0, int kc) const {
-    issue(P, ldp, k0, kc);
-    ctx.template cp_async_wait<0>();
   }
 };
 template <class Ctx, class F>
@@ -194,8 +190,9 @@ HEBM_HD void tile_item(int item, int mg, int ntn, int& rg, int& cg) {
 }
 
 // PREC (core::Precision): fp32 runs the register-tiled SIMT GEMM below; tf32 / bf16 the tensor-core GEMM of
-// tile_mma.h on the same panels (stage: the PanelStage's combined call) and epilogues (float32 chains, tiles a
-// multiple of 16 chains).
+// tile_mma.h with the same prefetch (PanelStage::issue, one barrier per panel) and epilogues (float32 chains,
+// tiles a multiple of 16 chains); tf32 on the same fp32 panels, bf16 on packed bf16 pair panels staged from
+// BlockArgs::bf16_pairs (half the bytes).
 template <typename T, class Ctx, int PREC = kPrecisionFp32>
 struct TileEngine : LocalEngine<T, Ctx> {
   HEBM_BLOCK_FN explicit TileEngine(Ctx&) {}
@@ -209,18 +206,21 @@ struct TileEngine : LocalEngine<T, Ctx> {
   template <bool kNarrow = true, class Stage, class Epi>
   HEBM_BLOCK_FN void gemm(Ctx& ctx, const BlockArgs<T>& a, T* smem, const T* A, int lda, int N, int K,
                           const Stage& stage, const Epi& epi) const {
-    if constexpr (PREC != kPrecisionFp32) {
+    if constexpr (PREC == kPrecisionBf16) {
+      gemm_mma<PREC>(ctx, a.lay.tile, reinterpret_cast<uint32_t*>(smem + a.lay.stage),
+                     bf16_panel_ldw(a.prog.max_width), A, lda, N, K, stage, epi);
+    } else if constexpr (PREC != kPrecisionFp32) {
       gemm_mma<PREC>(ctx, a.lay.tile, smem + a.lay.stage, tile_panel_ld(a.prog), A, lda, N, K, stage, epi);
-      return;
-    }
-    if constexpr (kNarrow) {
-      const int M = a.lay.tile;
-      if (tile_k_cost(M, N, 4, ctx.nthreads()) < tile_k_cost(M, N, 8, ctx.nthreads())) {
-        gemm_tn<4>(ctx, a, smem, A, lda, N, K, stage, epi);
-        return;
+    } else {
+      if constexpr (kNarrow) {
+        const int M = a.lay.tile;
+        if (tile_k_cost(M, N, 4, ctx.nthreads()) < tile_k_cost(M, N, 8, ctx.nthreads())) {
+          gemm_tn<4>(ctx, a, smem, A, lda, N, K, stage, epi);
+          return;
+        }
       }
+      gemm_tn<8>(ctx, a, smem, A, lda, N, K, stage, epi);
     }
-    gemm_tn<8>(ctx, a, smem, A, lda, N, K, stage, epi);
   }
 
   template <int TN, class Stage, class Epi>
@@ -354,20 +354,6 @@ struct TileEngine : LocalEngine<T, Ctx> {
                                const int* trow, T slope, const T* dyw) const {
     const LinearDesc& L = a.prog.lin[jl];
     const T* W = a.params + L.w;
-    const int np = tile_pad(L.out, kTileTN);
-    const auto stage = panel_stage(ctx, [&](T* P, int ldp, int k0, int kc) {
-      // element copies (the transpose): kk fastest, so a warp reads runs of kTileKC consecutive weights of two
-      // rows (L2 sectors used whole); each thread keeps its kk and steps o by nthreads / kTileKC (no division)
-      const int kk = ctx.tid() % kTileKC, os = ctx.nthreads() / kTileKC;
-      T* d = P + kk * ldp;
-      const T* src = W + k0 + kk;
-      for (int o = ctx.tid() / kTileKC; o < np; o += os) {
-        if (o < L.out && kk < kc)
-          ctx.cp_async_elem(d + o, src + (int64_t)o * L.in);
-        else
-          ctx.sh(d + o) = T(0);
-      }
-    });
     auto epi = [&](int r, int j, T acc) {
       T v = acc + (L.b >= 0 ? a.params[L.b + j] : T(0));
       if (L.tb >= 0) v += a.params[L.tb + (int64_t)ctx.sh(trow + r) * L.out + j];
@@ -377,7 +363,40 @@ struct TileEngine : LocalEngine<T, Ctx> {
       ctx.sh(H + r * L.out + j) = y;
       ctx.sh(DH + r * L.out + j) = dy;
     };
-    gemm<false>(ctx, a, smem, X, ldx, L.out, L.in, stage, epi);  // 4 x 8 tiles (see gemm)
+    if constexpr (PREC == kPrecisionBf16) {
+      // word copies (the transpose, P[q][o] = pair q of W's row o): q fastest, so a warp reads one 32-byte L2
+      // sector (kMmaKP consecutive words) of each of four rows
+      const int np = tile_pad(L.out, kTileTN), hinp = bf16_pair_fwd_ld(L);
+      const uint32_t* Wp = a.bf16_pairs + bf16_pair_offset(a.prog, jl);
+      const auto stage = panel_stage(ctx, [&](uint32_t* P, int ldw, int k0, int kc) {
+        const int q = ctx.tid() % kMmaKP, os = ctx.nthreads() / kMmaKP;
+        uint32_t* d = P + q * ldw;
+        const uint32_t* src = Wp + k0 / 2 + q;
+        for (int o = ctx.tid() / kMmaKP; o < np; o += os) {
+          if (o < L.out && 2 * q < kc)
+            ctx.cp_async_elem(d + o, src + (int64_t)o * hinp);
+          else
+            ctx.sh(d + o) = 0u;
+        }
+      });
+      gemm<false>(ctx, a, smem, X, ldx, L.out, L.in, stage, epi);
+    } else {
+      const int np = tile_pad(L.out, kTileTN);
+      const auto stage = panel_stage(ctx, [&](T* P, int ldp, int k0, int kc) {
+        // element copies (the transpose): kk fastest, so a warp reads runs of kTileKC consecutive weights of two
+        // rows (L2 sectors used whole); each thread keeps its kk and steps o by nthreads / kTileKC (no division)
+        const int kk = ctx.tid() % kTileKC, os = ctx.nthreads() / kTileKC;
+        T* d = P + kk * ldp;
+        const T* src = W + k0 + kk;
+        for (int o = ctx.tid() / kTileKC; o < np; o += os) {
+          if (o < L.out && kk < kc)
+            ctx.cp_async_elem(d + o, src + (int64_t)o * L.in);
+          else
+            ctx.sh(d + o) = T(0);
+        }
+      });
+      gemm<false>(ctx, a, smem, X, ldx, L.out, L.in, stage, epi);  // 4 x 8 tiles (see gemm)
+    }
   }
 
   // With d_o = DIN[r][o]: DOUT[r][i] = (sum_o d_o W[o][i]) * (DHprev ? DHprev[r][i] : 1),
@@ -386,45 +405,80 @@ struct TileEngine : LocalEngine<T, Ctx> {
                               const T* DHprev, T* G, int ldg, int goff, const int* alpha_rows) const {
     const LinearDesc& L = a.prog.lin[jl];
     const T* W = a.params + L.w;
-    const int np = tile_pad(L.in, kTileTN);
-    // The panel's rows are W's rows k0 .. k0 + kc: 16-byte copies (V elements) when every row is 16-byte aligned
-    // in global memory (the packed program puts weights at multiples of 4 elements), else element copies.
-    constexpr int V = 16 / int(sizeof(T));
-    const bool vec = reinterpret_cast<uintptr_t>(W) % 16 == 0 && L.in % V == 0;
-    const int upr = np / V;  // units of V elements per panel row (np is a multiple of 8)
-    const auto stage = panel_stage(ctx, [&](T* P, int ldp, int k0, int kc) {
-      // unit (kk, u) = idx = kk * upr + u, idx = tid, tid + nthreads, ...: (kk, u) stepped without a division
-      const int dk = ctx.nthreads() / upr, du = ctx.nthreads() - dk * upr;
-      int kk = ctx.tid() / upr, u = ctx.tid() - kk * upr;
-      for (; kk < kTileKC; kk += dk, u += du) {
-        if (u >= upr) {
-          u -= upr;
-          ++kk;
-          if (kk >= kTileKC) break;
-        }
-        const int i = u * V;
-        T* d = P + kk * ldp + i;
-        const T* src = W + (int64_t)(k0 + kk) * L.in + i;
-        if (vec && kk < kc && i < L.in) {
-          ctx.cp_async16(d, src);
-        } else {
-          HEBM_UNROLL
-          for (int q = 0; q < V; ++q) {
-            if (kk < kc && i + q < L.in)
-              ctx.cp_async_elem(d + q, src + q);
-            else
-              ctx.sh(d + q) = T(0);
-          }
-        }
-      }
-    });
     auto epi = [&](int r, int i, T acc) {
       if (G)
         ctx.sh(G + r * ldg + goff + i) += (alpha_rows ? neg_alpha<T, Ctx>(ctx, a, alpha_rows, r) : T(1)) * acc;
       else
         ctx.sh(DOUT + r * L.in + i) = DHprev ? acc * ctx.sh(DHprev + r * L.in + i) : acc;
     };
-    gemm(ctx, a, smem, DIN, L.out, L.in, L.out, stage, epi);
+    const int np = tile_pad(L.in, kTileTN);
+    if constexpr (PREC == kPrecisionBf16) {
+      // word row q of the panel = word row k0 / 2 + q of the backward block (W's rows k0 + 2q, k0 + 2q + 1 paired):
+      // 16-byte copies (4 words) when a row is a multiple of 4 words (the block starts 16-byte aligned), else
+      // word copies; (q, u) stepped as the fp32 staging below
+      const uint32_t* Wp = a.bf16_pairs + bf16_pair_offset(a.prog, jl) + bf16_pair_fwd_words(L);
+      const bool vec = L.in % 4 == 0;
+      const int upr = np / 4;
+      const auto stage = panel_stage(ctx, [&](uint32_t* P, int ldw, int k0, int kc) {
+        const int dq = ctx.nthreads() / upr, du = ctx.nthreads() - dq * upr;
+        int q = ctx.tid() / upr, u = ctx.tid() - q * upr;
+        for (; q < kMmaKP; q += dq, u += du) {
+          if (u >= upr) {
+            u -= upr;
+            ++q;
+            if (q >= kMmaKP) break;
+          }
+          const int i = u * 4;
+          uint32_t* d = P + q * ldw + i;
+          const uint32_t* src = Wp + (int64_t)(k0 / 2 + q) * L.in + i;
+          if (vec && 2 * q < kc && i < L.in) {
+            ctx.cp_async16(d, src);
+          } else {
+            HEBM_UNROLL
+            for (int e = 0; e < 4; ++e) {
+              if (2 * q < kc && i + e < L.in)
+                ctx.cp_async_elem(d + e, src + e);
+              else
+                ctx.sh(d + e) = 0u;
+            }
+          }
+        }
+      });
+      gemm(ctx, a, smem, DIN, L.out, L.in, L.out, stage, epi);
+    } else {
+      // The panel's rows are W's rows k0 .. k0 + kc: 16-byte copies (V elements) when every row is 16-byte aligned
+      // in global memory (the packed program puts weights at multiples of 4 elements), else element copies.
+      constexpr int V = 16 / int(sizeof(T));
+      const bool vec = reinterpret_cast<uintptr_t>(W) % 16 == 0 && L.in % V == 0;
+      const int upr = np / V;  // units of V elements per panel row (np is a multiple of 8)
+      const auto stage = panel_stage(ctx, [&](T* P, int ldp, int k0, int kc) {
+        // unit (kk, u) = idx = kk * upr + u, idx = tid, tid + nthreads, ...: (kk, u) stepped without a division
+        const int dk = ctx.nthreads() / upr, du = ctx.nthreads() - dk * upr;
+        int kk = ctx.tid() / upr, u = ctx.tid() - kk * upr;
+        for (; kk < kTileKC; kk += dk, u += du) {
+          if (u >= upr) {
+            u -= upr;
+            ++kk;
+            if (kk >= kTileKC) break;
+          }
+          const int i = u * V;
+          T* d = P + kk * ldp + i;
+          const T* src = W + (int64_t)(k0 + kk) * L.in + i;
+          if (vec && kk < kc && i < L.in) {
+            ctx.cp_async16(d, src);
+          } else {
+            HEBM_UNROLL
+            for (int q = 0; q < V; ++q) {
+              if (kk < kc && i + q < L.in)
+                ctx.cp_async_elem(d + q, src + q);
+              else
+                ctx.sh(d + q) = T(0);
+            }
+          }
+        }
+      });
+      gemm(ctx, a, smem, DIN, L.out, L.in, L.out, stage, epi);
+    }
   }
 
   HEBM_BLOCK_FN void energy(Ctx& ctx, const BlockArgs<T>& a, const LinearDesc& Lo, const T* X, int ldx, T* E) const {

@@ -76,11 +76,23 @@ void run_grid(const core::BlockArgs<T>& a, int cluster, int threads, bool banks,
   TORCH_CHECK(error.empty(), "latent_langevin emulation: ", error);
 }
 
+// The packed bf16 weights (core::bf16_pair_word) written on the host: what the CUDA launcher's pack kernel writes.
+void fill_bf16_pairs(const core::ProgramDesc& p, const float* params, at::Tensor& words) {
+  uint32_t* w = reinterpret_cast<uint32_t*>(words.data_ptr<int32_t>());
+  for (int64_t i = 0; i < words.numel(); ++i) w[i] = core::bf16_pair_word(p, params, i);
+}
+
 template <typename T>
 emu::Stats emulate(const LatentTensors& call, const core::LaunchPlan& P, int threads, bool banks, int precision) {
   core::BlockArgs<T> a = block_args<T>(call);
   a.lay = P.lay;
   a.precision = precision;
+  at::Tensor pairs;  // bf16: the packed weights, filled here as the CUDA launcher's pack kernel does
+  if constexpr (std::is_same<T, float>::value) {
+    pairs = bf16_pairs_tensor(call, precision);
+    fill_bf16_pairs(a.prog, a.params, pairs);
+    a.bf16_pairs = pairs.numel() ? reinterpret_cast<const uint32_t*>(pairs.data_ptr<int32_t>()) : nullptr;
+  }
   emu::Stats st;
   if (P.path == core::PATH_STAGED) {
     run_grid<T, core::StagedEngine<T, emu::EmuCtx>>(a, 1, threads, banks, st);
@@ -210,6 +222,21 @@ std::tuple<std::vector<int64_t>, std::string> latent_langevin_plan(at::IntArrayR
   const core::LaunchPlan P = checked_plan("latent_langevin plan", p, B, device_props(device), int(elem), -1, 0, 0,
                                           core::kWarpThreads / 32, precision);
   return {std::vector<int64_t>{P.path, P.tile, P.cluster, P.threads, P.smem_bytes, P.tiles}, std::string(P.why)};
+}
+
+// Test support: the bf16 throughput kernel's packed weights (tile_mma.h, bf16_pair_word) for float32 params, as
+// the int32 words the launcher writes.
+at::Tensor latent_bf16_pairs(at::IntArrayRef program, const at::Tensor& params) {
+  TORCH_CHECK(params.device().is_cpu() && params.scalar_type() == at::kFloat && params.dim() == 1,
+              "latent_bf16_pairs: params must be a 1-D float32 CPU tensor, got ", params.scalar_type(), " on ",
+              params.device(), " with ", params.dim(), " dims");
+  core::ProgramDesc p;
+  const core::ParseResult pr = core::parse_program(program.data(), int64_t(program.size()), params.numel(), p);
+  TORCH_CHECK(pr.ok, "latent_bf16_pairs: ", pr.msg);
+  at::Tensor words = at::empty({core::bf16_pair_words(p)}, params.options().dtype(at::kInt));
+  const at::Tensor pc = params.contiguous();
+  fill_bf16_pairs(p, pc.data_ptr<float>(), words);
+  return words;
 }
 
 }  // namespace cpu

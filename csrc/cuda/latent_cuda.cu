@@ -84,6 +84,13 @@ __global__ void __launch_bounds__(core::kTileThreads, 1)
       ctx, a, reinterpret_cast<float*>(smem4), blockIdx.x, gridDim.x);
 }
 
+// precision bf16: the weights as packed bf16 k-pairs (tile_mma.h), on the kernel's stream before it.
+__global__ void pack_bf16_pairs_kernel(const __grid_constant__ core::ProgramDesc p, const float* params,
+                                       uint32_t* out, int64_t n) {
+  for (int64_t w = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; w < n; w += int64_t(gridDim.x) * blockDim.x)
+    out[w] = core::bf16_pair_word(p, params, w);
+}
+
 thread_local char g_msg[512];
 
 const char* fail(const char* what, cudaError_t e) {
@@ -155,6 +162,18 @@ const char* latent_langevin_cuda_launch(const LatentCudaCall& c, int* path, cons
     }
   }
   if (P.path == core::PATH_THROUGHPUT) {
+    if (a.precision == core::kPrecisionBf16) {
+      const int64_t n = core::bf16_pair_words(p);
+      if (c.bf16_pairs == nullptr) {
+        snprintf(g_msg, sizeof(g_msg), "latent_langevin (CUDA): precision bf16 needs the packed weight buffer");
+        return g_msg;
+      }
+      pack_bf16_pairs_kernel<<<unsigned((n + 255) / 256 < 1024 ? (n + 255) / 256 : 1024), 256, 0, s>>>(
+          p, c.args.params, c.bf16_pairs, n);
+      const cudaError_t pe = cudaGetLastError();
+      if (pe != cudaSuccess) return fail("bf16 weight packing launch", pe);
+      a.bf16_pairs = c.bf16_pairs;
+    }
     switch (a.precision) {
       case core::kPrecisionTf32: return launch(latent_throughput_kernel<core::kPrecisionTf32>, P, a, s);
       case core::kPrecisionBf16: return launch(latent_throughput_kernel<core::kPrecisionBf16>, P, a, s);

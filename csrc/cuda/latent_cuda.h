@@ -11,6 +11,8 @@ namespace cuda {
 
 struct LatentCudaCall {
   core::BlockArgs<float> args;  // all but args.lay, which the launcher picks for the device (latent_checks.h fills it)
+  uint32_t* bf16_pairs = nullptr;  // precision bf16: core::bf16_pair_words(prog) device words, which the launcher
+                                   // fills (core::bf16_pair_word) before the kernel and passes as args.bf16_pairs
   int device;
   void* stream;                 // cudaStream_t
 };

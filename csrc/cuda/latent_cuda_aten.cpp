@@ -33,6 +33,8 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cuda(const at::Tensor& y0_, c
   LatentCudaCall call;
   call.args = block_args<float>(t);
   call.args.precision = int(precision);
+  const at::Tensor pairs = bf16_pairs_tensor(t, precision);  // freed after the call: stream-ordered reuse only
+  call.bf16_pairs = pairs.numel() ? reinterpret_cast<uint32_t*>(pairs.data_ptr<int32_t>()) : nullptr;
   call.device = t.y0.get_device();
   call.stream = c10::cuda::getCurrentCUDAStream(t.y0.get_device()).stream();
   int path = 0;
