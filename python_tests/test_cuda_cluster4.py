@@ -30,8 +30,10 @@ def test_lebm_plan_takes_the_4_block_cluster():
 
 
 def test_lebm_4_block_barriers_and_banks():
-    """The 4-block step of LEBM (4 chains): 4 cluster barriers (2 forwards, 2 backwards), the update's block barrier
-    and one named barrier per backward (the per-warp slots added after it); no bank conflict in the steps."""
+    """The 4-block step of LEBM (4 chains): 3 cluster barriers (the first forward, 2 backwards), 2 block barriers
+    (the last hidden forward's: its backward reads only the block's own rows, the energy waits for the backward's
+    cluster barrier; the update's) and one named barrier per backward (the per-warp slots added after it); no bank
+    conflict in the steps."""
     prior = lebm_prior("lrelu", torch.float32)
     steps = 3
     sch = H.LangevinSchedule.lebm(steps=steps)
@@ -41,8 +43,8 @@ def test_lebm_4_block_barriers_and_banks():
     out, _, st = emulate(prior, y0, sch, "auto", noise=noise, threads=256, banks=True, tile=4)
     assert (st["path"], st["tile"], st["cluster"]) == (2, 4, 4)
     assert (out - ref).abs().max() < 1e-4
-    assert (st["cluster_barriers"] - 3) / steps == 4, st
-    assert (st["block_barriers"] / 4 - 1) / steps == 1, st
+    assert (st["cluster_barriers"] - 3) / steps == 3, st
+    assert (st["block_barriers"] / 4 - 1) / steps == 2, st
     assert st["named_barriers"] / 4 / steps == 2, st
     one = emulate(prior, y0, H.LangevinSchedule.lebm(steps=steps - 1), "auto", noise=noise[1:], threads=256, tile=4,
                   banks=True)[2]
@@ -78,3 +80,23 @@ def test_cluster_sizes_agree_in_float32():
     for o in outs:
         assert (o - ref).abs().max() < 1e-4
     assert (outs[1] - outs[2]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("path", ["cluster", "cluster4"])
+def test_one_hidden_layer_head_traced(path):
+    """One head with one hidden layer, traced, on 2 and 4 blocks: the block barrier after its forward, the energy
+    after the backward's cluster barrier, read by the trace; the peers' next forward stores into the same H only
+    after the trace's closing cluster barrier (the emulation's cluster-order check reports it otherwise). Per step:
+    the backward's cluster barrier and the trace's two (settle, end); block barriers: the forward's, the update's."""
+    prior = lebm_prior("gelu", torch.float64, in_dim=20, hidden=37, depth=1, scale=1.0)
+    steps = 3
+    sch = H.LangevinSchedule.lebm(steps=steps, step_size=0.3)
+    y0 = torch.randn(3, 20, dtype=torch.float64)
+    noise = torch.randn(steps, 3, 20, dtype=torch.float64)
+    ref, tr = H.sample_prior(prior, y0, sch, noise=noise, backend="reference", trace=True)
+    out, te, st = emulate(prior, y0, sch, path, noise=noise, tile=3, trace=True)
+    assert (out - ref).abs().max() < 1e-10
+    torch.testing.assert_close(te, tr["per_chain"], rtol=1e-9, atol=1e-9)
+    cs = st["cluster"]
+    assert (st["cluster_barriers"] - 3) / steps == 3, st
+    assert (st["block_barriers"] / cs - 1) / steps == 2, st

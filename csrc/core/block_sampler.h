@@ -14,12 +14,14 @@
 //
 // Barriers per Langevin step (sync() on one block, a cluster barrier on a cluster): one per hidden layer forward,
 // one per layer backward, one for the update (a block barrier also on a cluster: the update touches only the
-// block's own copy of the chains); a ladder adds one per conditional for its head transform and one per
+// block's own copy of the chains); the forward of a head's last hidden layer ends in a block barrier also on a
+// cluster when the engine's backward reads only the block's own rows (WarpEngine: block_head, the energy waits for
+// the backward's cluster barrier); a ladder adds one per conditional for its head transform and one per
 // conditional for its elementwise gradient, a u-ladder on a cluster one per conditional to settle the pending
-// gradient it reads, the trace one on a cluster. LEBM (one head 100-200-200-1, Gaussian base): 5 per step on one
-// block, 4 cluster barriers + 1 block barrier on a cluster. Step k+1's Philox noise is drawn at the first barrier
-// of step k (between the cluster barrier's arrive and wait), into the other half of a double buffer the update
-// reads.
+// gradient it reads, the trace one (two on a cluster: settle, end). LEBM (one head 100-200-200-1, Gaussian base):
+// 5 per step on one block, 3 cluster barriers + 2 block barriers on a cluster. Step k+1's Philox noise is drawn at
+// the first barrier of step k (between the cluster barrier's arrive and wait), into the other half of a double
+// buffer the update reads. The energy (and a head's last hidden H, its only input) is computed only when traced.
 #pragma once
 
 #include <stdint.h>
@@ -198,6 +200,10 @@ struct LocalEngine : EngineJobs<T, Ctx> {
     ctx.sync();
   }
   HEBM_BLOCK_FN void sync_local(Ctx& ctx) const { sync(ctx); }
+  // Whether a layer's backward reads only the rows of its input delta that this block's own forward wrote (and
+  // this block's weight rows): then the barrier between a head's last hidden forward and that layer's backward
+  // may be sync_local (block_head). On one block every barrier is a block barrier either way; false here.
+  HEBM_BLOCK_FN bool backward_reads_own_rows() const { return false; }
   HEBM_BLOCK_FN void load(Ctx&, const BlockArgs<T>&, T*) const {}
   HEBM_BLOCK_FN bool settle(Ctx&, const BlockArgs<T>&) const { return false; }
   HEBM_BLOCK_FN Vec4<T> pending_grad4(Ctx&, const BlockArgs<T>&, const T*, int, int) const {
@@ -306,10 +312,12 @@ struct StagedEngine : LocalEngine<T, Ctx> {
 
 // From DIN (the delta of the output of linear jtop) down to the net's input:
 // G[r][goff + i] += (alpha_rows ? -alpha_r : 1) * dOut/dx.
+// With energy_after_first (a head whose last hidden forward ended in a block barrier only, block_head): the head's
+// energy E[r] += h[jtop][r] . w_out + b right after the first backward's barrier.
 template <typename T, class Ctx, class Eng>
 HEBM_BLOCK_FN void block_backward_chain(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, const NetDesc& net, T* smem,
                                         int jtop, const T* DIN, T* G, int ldg,
-                                        const int* alpha_rows) {
+                                        const int* alpha_rows, bool energy_after_first = false) {
   const BlockLayout& lay = a.lay;
   T* bufs[2] = {smem + lay.d0, smem + lay.d1};
   int nb = 0;
@@ -322,6 +330,9 @@ HEBM_BLOCK_FN void block_backward_chain(Ctx& ctx, const Eng& eng, const BlockArg
       eng.backward(ctx, a, smem, j, DIN, nullptr, nullptr, G, ldg, net.in_off, alpha_rows);
     }
     eng.sync(ctx);
+    if (energy_after_first && j == jtop)
+      eng.energy(ctx, a, a.prog.lin[net.first + net.n_lin - 1], smem + lay.h[jtop], a.prog.lin[jtop].out,
+                 smem + lay.e);
   }
 }
 
@@ -335,17 +346,37 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, c
   int ldx = D;
   const LinearDesc& Lo = a.prog.lin[net.first + net.n_lin - 1];
   const T* w = a.params + Lo.w;
+  // On an engine whose backward reads only this block's own rows (WarpEngine's row owner), the barrier after the
+  // head's last hidden forward is a block barrier also on a cluster: that backward reads this block's rows of W
+  // and of the delta dh * w_out, both written by this block. Only the energy reads every row of h[last] (stored by
+  // the peers), and only the trace reads the energy:
+  //   - untraced, h[last] is not stored at all (nothing reads it) and no energy is computed;
+  //   - traced, the energy waits for the backward's cluster barrier (every peer's H stores precede its arrive
+  //     there); it is still done before the barrier ahead of every read of E (the next backward's, or the trace's
+  //     settle barrier). No peer overwrites h[last] before it is read: the next store into it is the next step's
+  //     forward of this layer, and the trace ends in a cluster barrier (block_step) after every energy.
+  // The parity-alternated partial sums that backward stores into the peers were last read before the previous
+  // backward's cluster barrier (every backward is followed by one).
+  const int last = net.first + net.n_lin - 2;
+  const bool traced = a.trace != nullptr;
+  const bool own = eng.backward_reads_own_rows();
+  const bool local_last = own && net.n_lin >= 2;
   for (int j = net.first; j < net.first + net.n_lin - 1; ++j) {
     const LinearDesc& L = a.prog.lin[j];
     const T param = L.param >= 0 ? a.params[L.param] : T(0);  // the activation's slope / alpha / beta
     // the last hidden layer's delta dh * w_out is formed in its forward's epilogue (not in the backward's loop)
-    const T* dyw = j == net.first + net.n_lin - 2 ? w : nullptr;
-    eng.forward(ctx, a, smem, j, X, ldx, smem + lay.h[j], smem + lay.dh[j], trow, param, L.act, dyw);
-    eng.sync(ctx);
+    const T* dyw = j == last ? w : nullptr;
+    T* H = j == last && own && !traced ? nullptr : smem + lay.h[j];
+    eng.forward(ctx, a, smem, j, X, ldx, H, smem + lay.dh[j], trow, param, L.act, dyw);
+    if (j == last && local_last)
+      eng.sync_local(ctx);
+    else
+      eng.sync(ctx);
     X = smem + lay.h[j];
     ldx = L.out;
   }
-  eng.energy(ctx, a, Lo, X, ldx, smem + lay.e);  // read later (trace), after at least one more barrier
+  // (read later by the trace, after at least one more barrier)
+  if (traced && !local_last) eng.energy(ctx, a, Lo, X, ldx, smem + lay.e);
   if (net.n_lin == 1) {
     for (int idx = ctx.tid(); idx < tile * net.in_dim; idx += ctx.nthreads()) {
       const int r = idx / net.in_dim, i = idx - r * net.in_dim;
@@ -355,8 +386,8 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, c
     return;
   }
   // the delta of the last hidden layer is dh * w_out (formed by its forward)
-  const int last = net.first + net.n_lin - 2;
-  block_backward_chain<T, Ctx, Eng>(ctx, eng, a, net, smem, last, smem + lay.dh[last], G, D, trow);
+  block_backward_chain<T, Ctx, Eng>(ctx, eng, a, net, smem, last, smem + lay.dh[last], G, D, trow,
+                                    traced && local_last);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -542,6 +573,8 @@ HEBM_BLOCK_FN void block_step(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T
   const bool per_chain = a.tsel != nullptr;
   eng.run_job(ctx);  // (a program without a barrier before here)
   if (a.trace) {
+    // (both barriers cluster-wide: the last one also orders the heads' energies, which read h[last] of every
+    // block, before the peers' next forward stores into it: block_head)
     if (eng.settle(ctx, a)) eng.sync(ctx);
     for (int r = ctx.tid(); r < nvalid; r += ctx.nthreads()) {
       if (per_chain && k >= a.sched.K[ctx.sh(trow + r)]) continue;

@@ -65,8 +65,11 @@ inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster) {
 // (forward, backward) at 128 B per clock; the row-owner backward's per-warp partial sums written and read back
 // (2 x warps x C x in floats) and this rank's slot stored into the consumer blocks (G: all CS; DOUT: one); the
 // forward's epilogue stores of H into every block (one instruction per batch of rows and block); one cluster
-// barrier per forward and per backward (~350 clk on 2 blocks, ~400 on 4). The FMA work per SM is the same
-// (C x rows per block is B / clusters x out / CS either way) and is left out.
+// barrier per backward and per forward (~350 clk on 2 blocks, ~400 on 4), but a block barrier (~100 clk) after
+// the forward of a head's last hidden layer, which (untraced, the default modelled here) stores only its DH, in
+// this block (block_head: its row-owner backward reads only the block's own rows; only the traced energy reads
+// that H). The FMA work per SM is the same (C x rows per block is B / clusters x out / CS either way) and is left
+// out.
 inline double cluster_step_clk(const ProgramDesc& p, int C, int cs, int warps = 8) {
   const BlockLayout L = block_layout(p, C, 0, true, cs, warps);
   double clk = 0;
@@ -74,15 +77,21 @@ inline double cluster_step_clk(const ProgramDesc& p, int C, int cs, int warps = 
     if (L.w[j] < 0) continue;
     const LinearDesc& l = p.lin[j];
     const double rows = L.rows[j], in = l.in;
-    bool first = false;  // its backward writes G (a net's first linear)
-    for (int n = 0; n < p.n_nets; ++n) first = first || p.nets[n].first == j;
+    bool first = false;      // its backward writes G (a net's first linear)
+    bool local_fwd = false;  // a head's last hidden layer (block_head: sync_local, no H stores untraced)
+    for (int n = 0; n < p.n_nets; ++n) {
+      const NetDesc& net = p.nets[n];
+      first = first || net.first == j;
+      local_fwd = local_fwd || (net.role == NET_HEAD && net.n_lin >= 2 && j == net.first + net.n_lin - 2);
+    }
+    const double cluster_bar = cs == 4 ? 400 : 350;
     const int R = C <= 2 ? 8 : 2;  // WarpEngine::forward_rows's rows per batch
     const double batches = double(((int(rows) + warps - 1) / warps + R - 1) / R * warps);
     clk += 2 * rows * L.ldw[j] * 4 / 128                    // weights: forward + backward
            + 2.0 * warps * C * in * 4 / 128                  // per-warp slots: stored, read back
            + C * in * 4 / 128 * (first ? cs : 1)             // the rank slot into the consumer blocks
-           + batches * cs                                    // the forward's H stores into every block
-           + 2 * (cs == 4 ? 400 : 350);                      // the forward's and the backward's cluster barrier
+           + batches * (local_fwd ? 1 : cs)                  // the forward's H stores into every block (or DH)
+           + (local_fwd ? 100 : cluster_bar) + cluster_bar;  // the forward's and the backward's barrier
   }
   return clk;
 }

@@ -63,6 +63,8 @@ struct StreamedEngine : WarpEngine<T, Ctx, C, 1> {
   using Base = WarpEngine<T, Ctx, C, 1>;
   HEBM_BLOCK_FN explicit StreamedEngine(Ctx& ctx) : Base(ctx) {}
   HEBM_BLOCK_FN void load(Ctx&, const BlockArgs<T>&, T*) const {}  // nothing resident: every layer is streamed
+  // Its backward (backward_column over the chunks) reads every row of the input delta (one block: the same barrier)
+  HEBM_BLOCK_FN bool backward_reads_own_rows() const { return false; }
 
   HEBM_BLOCK_FN T* stage(const BlockArgs<T>& a, T* smem, int b) const {
     return smem + a.lay.stage + b * streamed_stage_elems(a.lay, a.prog.max_width);

@@ -8,7 +8,9 @@
 //             row batch); the R x C sums are reduced by one scatter butterfly (warp_sum_scatter: one shuffle
 //             per sum, not five), after which R x C lanes finish one (row, chain) each (bias, time bias,
 //             activation) and write H to every block of the cluster (DH only where every block reads it: a
-//             ladder conditional's output; the backward reads DH of the rows its block owns).
+//             ladder conditional's output; the backward reads DH of the rows its block owns; no H at all for an
+//             untraced head's last hidden layer: only the energy reads it). backward_reads_own_rows(): the
+//             barrier between a head's last hidden forward and its backward is a block barrier (block_head).
 //   backward (row owner, backward_rows): as the forward, warps own contiguous rows o of the block's tile (the
 //             weight rows W[o][:]) and lane l owns inputs i = 128 m + 4 l + q (16-byte loads of W[o][4l .. 4l+3],
 //             two 128-column passes in registers, more passes over the rows when in > 256); the C deltas of up
@@ -77,6 +79,10 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     this->run_job(ctx);
     ctx.sync();
   }
+
+  // The row-owner backward (backward_rows) reads this block's rows of W and of its input delta only: on a cluster
+  // the DH the block's own forward wrote, or the rank slots the peers stored before the walk's cluster barrier.
+  HEBM_BLOCK_FN bool backward_reads_own_rows() const { return true; }
 
   HEBM_BLOCK_FN int slot(const BlockArgs<T>& a) const { return part_slot(a.lay.tile, a.prog.max_width); }
 
@@ -167,7 +173,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
 
   // The forward core: output rows [r0, r0 + nrows) of linear jl, row r0 + jr of the weights at Ws + jr * ldw in
   // shared memory (the resident tile, or a streamed chunk: streamed_linear.h); H[c][j] = act(X[c] . W[j] + b[j]
-  // (+ tb[t_c][j])), DH = act' (* dyw[j] when given); on a cluster H also into every other block, DH only when jl
+  // (+ tb[t_c][j])), DH = act' (* dyw[j] when given; H may be null: an untraced head's last hidden layer, whose H
+  // nothing reads, block_head); on a cluster H also into every other block, DH only when jl
   // is a net's output linear (a ladder conditional's mu / sigma, read elementwise by every block; a hidden layer's
   // DH is read by the row-owner backward for the rows this block owns).
   template <int A>
@@ -241,7 +248,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
         T y, dy;
         act_value_grad<A, T>(v, slope, y, dy);
         if (dyw) dy *= dyw[j];
-        ctx.sh(H + c * L.out + j) = y;
+        if (H) ctx.sh(H + c * L.out + j) = y;
         ctx.sh(DH + c * L.out + j) = dy;
         if (CS > 1) {  // the cluster peers' copies (compile-time: nothing on one block)
           bool dh_all = false;
@@ -250,7 +257,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
           HEBM_UNROLL
           for (int q = 1; q < CS; ++q) {
             const int pr = (rank + q) % CS;
-            ctx.sh(ctx.map_rank(H, pr) + c * L.out + j) = y;
+            if (H) ctx.sh(ctx.map_rank(H, pr) + c * L.out + j) = y;
             if (dh_all) ctx.sh(ctx.map_rank(DH, pr) + c * L.out + j) = dy;
           }
         }

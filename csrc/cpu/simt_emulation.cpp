@@ -135,6 +135,10 @@ Cluster::Cluster(int nblocks, int nthreads, size_t smem_bytes, bool banks)
     sh.landed.resize(words);
     sh.epoch.resize(words);
     sh.who.resize(words);
+    if (nblocks > 1) {
+      sh.xblk.resize(words);
+      sh.xneed.resize(words);
+    }
   }
 }
 
@@ -176,6 +180,8 @@ void Cluster::run(const std::function<void(EmuCtx&)>& body, int64_t index) {
     std::fill(sh.inflight.begin(), sh.inflight.end(), 0);
     std::fill(sh.landed.begin(), sh.landed.end(), 0);
     std::fill(sh.epoch.begin(), sh.epoch.end(), 0);
+    std::fill(sh.xblk.begin(), sh.xblk.end(), 0);
+    std::fill(sh.xneed.begin(), sh.xneed.end(), 0);
     sh.landed_words.clear();
     sh.cur = 1;
   }
@@ -344,6 +350,7 @@ void Cluster::cluster_arrive(Thread* t) {
   if (t->arrived) fail(t, "cluster_arrive twice without cluster_wait");
   t->arrived = true;
   t->arrive_phase = phase_;
+  ++t->arrives;
   if (++arrivals_ == int64_t(threads_.size())) {  // the last arrival completes the phase
     ++phase_;
     arrivals_ = 0;
@@ -358,6 +365,7 @@ void Cluster::cluster_wait(Thread* t) {
   t->state = Thread::AT_CLUSTER;
   yield(t);
   t->arrived = false;
+  ++t->waits;
 }
 
 bool Cluster::release_barriers() {
@@ -455,11 +463,31 @@ static std::string byte_range(int b, uintptr_t off, size_t bytes) {
   return s.str();
 }
 
-// Every access (sh, ld4, st4) of thread t to bytes [off, off + bytes) of block b: the cp.async checks.
+// Every access (sh, ld4, st4) of thread t to bytes [off, off + bytes) of block b: the cp.async checks, and on a
+// cluster the order of accesses from different blocks: a DSMEM store and the owner's read of it (or the owner's
+// last read and a peer's store over it) need a cluster barrier between them (a block barrier orders one block).
 void Cluster::track(const Thread* t, int b, uintptr_t off, size_t bytes) {
   Shadow& S = shadow_[b];
   const int32_t g = int32_t(t->block * nthreads_ + t->tid);
   for (size_t w = off / 4; w < (off + bytes + 3) / 4; ++w) {
+    if (nblocks_ > 1) {
+      const int32_t mine = t->block + 1;
+      if (S.xblk[w] && S.xblk[w] != mine) {
+        if (t->waits < S.xneed[w]) {
+          std::ostringstream m;
+          m << "access to " << byte_range(b, off, bytes) << " that a thread of block rank " << (S.xblk[w] - 1)
+            << " accessed with no cluster barrier completed since (after its " << (S.xneed[w] - 1)
+            << " cluster arrives; this thread has completed " << t->waits
+            << "): a DSMEM store and the other block's read (or a read and the peer's store over it) need a "
+               "cluster barrier between them, a block barrier orders one block only";
+          fail(t, m.str());
+        }
+        S.xneed[w] = t->arrives + 1;
+      } else if (S.xneed[w] < t->arrives + 1) {
+        S.xneed[w] = t->arrives + 1;
+      }
+      S.xblk[w] = mine;
+    }
     if (S.inflight[w])
       fail(t, "access to " + byte_range(b, off, bytes) + " while a cp.async into them is in flight (issued by " +
                   who_(S.inflight[w] - 1) +

@@ -95,6 +95,7 @@ struct Thread {
   int named_id = 0, named_n = 0;
   bool arrived = false;             // between cluster_arrive and cluster_wait
   int64_t arrive_phase = 0;         // the cluster barrier phase it arrived at
+  int64_t arrives = 0, waits = 0;   // cluster barriers arrived at / waited for (completed) so far
   uint64_t value = 0;               // shuffle operand
   void* fiber = nullptr;            // saved context
   std::unordered_map<uintptr_t, int> site_count;  // bank mode: occurrences of each access site in this epoch
@@ -173,6 +174,12 @@ class Cluster {
     std::vector<int32_t> epoch;     // the barrier epoch of the word's last access (0: none)
     std::vector<int32_t> who;       // the thread of the accesses in that epoch, -1: several threads
     std::vector<int32_t> landed_words;  // the words with landed != 0
+    // Cluster order (nblocks > 1): 1 + the block rank whose threads accessed the word last (0: none), and the
+    // cluster waits a thread of another block must have completed before it may access the word (the latest
+    // such access's cluster arrives + 1: that access is ordered before the completion of the barrier it arrives
+    // at next). sh() returns a reference, so loads count as accesses too (the kernels do no remote loads).
+    std::vector<int32_t> xblk;
+    std::vector<int64_t> xneed;
     int32_t cur = 1;                // barrier epoch: block and cluster barriers completed + 1
   };
   std::vector<Shadow> shadow_;

@@ -50,20 +50,23 @@ void cluster(EmuCtx& ctx, float* s) {
   ctx.cluster_sync();
 }
 
-// The split cluster barrier, two phases: each block writes v = 1000 * phase + (rank + 1) * tid + 1, arrives, reads
-// the peer's value BEFORE its wait (a premature read: floats 64.., phase 1 at 192..) and after it (128.., 256..).
-void split(EmuCtx& ctx, float* s) {
+// The split cluster barrier, two phases: each block writes v = 1000 * phase + (rank + 1) * tid + 1, arrives, waits
+// and reads the peer's value (floats 128.., phase 1 at 256..); split_early also reads it between the arrive and the
+// wait (a premature read of the peer's store: the emulation's cluster-order check reports it).
+void split_body(EmuCtx& ctx, float* s, bool early) {
   const int r = ctx.cluster_rank(), t = ctx.tid();
   const float* peer = ctx.map_rank(static_cast<const float*>(s), r ^ 1);
   for (int ph = 0; ph < 2; ++ph) {
     ctx.sh(s + 320 + ph * 64 + t) = float(1000 * ph + (r + 1) * t + 1);
     ctx.cluster_arrive();
-    ctx.sh(s + 64 + ph * 128 + t) = ctx.sh(peer + 320 + ph * 64 + t);
+    if (early) ctx.sh(s + 64 + ph * 128 + t) = ctx.sh(peer + 320 + ph * 64 + t);
     ctx.cluster_wait();
     ctx.sh(s + 128 + ph * 128 + t) = ctx.sh(peer + 320 + ph * 64 + t);
   }
   ctx.cluster_sync();  // no block exits while its peer still reads it
 }
+void split(EmuCtx& ctx, float* s) { split_body(ctx, s, false); }
+void split_early(EmuCtx& ctx, float* s) { split_body(ctx, s, true); }
 
 void arrive_twice(EmuCtx& ctx, float*) {
   ctx.cluster_arrive();
@@ -177,15 +180,16 @@ at::Tensor simt_selftest(c10::string_view name_) {
     memcpy(out.data_ptr<float>(), c.smem(0), 2048);
     return out;
   }
-  const bool two = name == "cluster" || name == "split" || name == "arrive_twice" || name == "wait_alone" ||
+  const bool two = name == "cluster" || name == "split" || name == "split_early" || name == "arrive_twice" || name == "wait_alone" ||
                    name == "arrive_exit";
   const int blocks = two ? 2 : 1;
   const int threads = name == "named" ? 192 : 64;
-  const size_t bytes = name == "shuffles" || name == "split" ? 2048 : 1024;  // oob relies on 1024
+  const size_t bytes = name == "shuffles" || name == "split" || name == "split_early" ? 2048 : 1024;  // oob relies on 1024
   emu::Cluster c(blocks, threads, bytes, false);
   void (*k)(EmuCtx&, float*) = name == "shuffles" ? shuffles : name == "named" ? named : name == "cluster" ? cluster
                                : name == "oob"    ? oob      : name == "diverge" ? diverge
                                : name == "mma_diverge" ? mma_diverge : name == "deadlock" ? deadlock : name == "split" ? split
+                               : name == "split_early" ? split_early
                                : name == "arrive_twice" ? arrive_twice : name == "wait_alone" ? wait_alone
                                : name == "arrive_exit" ? arrive_exit : nullptr;
   TORCH_CHECK(k, "unknown self-test ", name);
