@@ -150,6 +150,22 @@ HEBM_BLOCK_FN PanelStage<Ctx, F> panel_stage(const Ctx& ctx, F f) {
   return PanelStage<Ctx, F>{ctx, f};
 }
 
+// f(row, unit) for the units idx = row * upr + unit of a panel's rows (upr units each) that this thread copies:
+// idx = tid, tid + nthreads, ... below rows * upr, (row, unit) stepped without a division (du < upr: at most one
+// wrap per step).
+template <class Ctx, class F>
+HEBM_BLOCK_FN void panel_units(const Ctx& ctx, int rows, int upr, F f) {
+  const int dr = ctx.nthreads() / upr, du = ctx.nthreads() - dr * upr;
+  int r = ctx.tid() / upr, u = ctx.tid() - r * upr;
+  for (; r < rows; r += dr, u += du) {
+    if (u >= upr) {
+      u -= upr;
+      if (++r >= rows) break;
+    }
+    f(r, u);
+  }
+}
+
 // The issue-slot cost (x 4) of one k of an M x N GEMM in TM x tn thread tiles on nthreads threads: per pass over
 // the items, the busiest warp scheduler's warps (warp w on scheduler w % 4) times a thread's instructions per k
 // (TM tn FFMA, TM / 4 LDS.128 of A, tn / 4 of the panel). TileEngine::gemm takes the cheaper of tn = 8 and 4.
@@ -415,19 +431,12 @@ struct TileEngine : LocalEngine<T, Ctx> {
     if constexpr (PREC == kPrecisionBf16) {
       // word row q of the panel = word row k0 / 2 + q of the backward block (W's rows k0 + 2q, k0 + 2q + 1 paired):
       // 16-byte copies (4 words) when a row is a multiple of 4 words (the block starts 16-byte aligned), else
-      // word copies; (q, u) stepped as the fp32 staging below
+      // word copies (panel_units)
       const uint32_t* Wp = a.bf16_pairs + bf16_pair_offset(a.prog, jl) + bf16_pair_fwd_words(L);
       const bool vec = L.in % 4 == 0;
       const int upr = np / 4;
       const auto stage = panel_stage(ctx, [&](uint32_t* P, int ldw, int k0, int kc) {
-        const int dq = ctx.nthreads() / upr, du = ctx.nthreads() - dq * upr;
-        int q = ctx.tid() / upr, u = ctx.tid() - q * upr;
-        for (; q < kMmaKP; q += dq, u += du) {
-          if (u >= upr) {
-            u -= upr;
-            ++q;
-            if (q >= kMmaKP) break;
-          }
+        panel_units(ctx, kMmaKP, upr, [&](int q, int u) {
           const int i = u * 4;
           uint32_t* d = P + q * ldw + i;
           const uint32_t* src = Wp + (int64_t)(k0 / 2 + q) * L.in + i;
@@ -442,7 +451,7 @@ struct TileEngine : LocalEngine<T, Ctx> {
                 ctx.sh(d + e) = 0u;
             }
           }
-        }
+        });
       });
       gemm(ctx, a, smem, DIN, L.out, L.in, L.out, stage, epi);
     } else {
@@ -452,15 +461,7 @@ struct TileEngine : LocalEngine<T, Ctx> {
       const bool vec = reinterpret_cast<uintptr_t>(W) % 16 == 0 && L.in % V == 0;
       const int upr = np / V;  // units of V elements per panel row (np is a multiple of 8)
       const auto stage = panel_stage(ctx, [&](T* P, int ldp, int k0, int kc) {
-        // unit (kk, u) = idx = kk * upr + u, idx = tid, tid + nthreads, ...: (kk, u) stepped without a division
-        const int dk = ctx.nthreads() / upr, du = ctx.nthreads() - dk * upr;
-        int kk = ctx.tid() / upr, u = ctx.tid() - kk * upr;
-        for (; kk < kTileKC; kk += dk, u += du) {
-          if (u >= upr) {
-            u -= upr;
-            ++kk;
-            if (kk >= kTileKC) break;
-          }
+        panel_units(ctx, kTileKC, upr, [&](int kk, int u) {
           const int i = u * V;
           T* d = P + kk * ldp + i;
           const T* src = W + (int64_t)(k0 + kk) * L.in + i;
@@ -475,7 +476,7 @@ struct TileEngine : LocalEngine<T, Ctx> {
                 ctx.sh(d + q) = T(0);
             }
           }
-        }
+        });
       });
       gemm(ctx, a, smem, DIN, L.out, L.in, L.out, stage, epi);
     }
