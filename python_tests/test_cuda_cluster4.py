@@ -33,7 +33,8 @@ def test_lebm_4_block_barriers_and_banks():
     """The 4-block step of LEBM (4 chains): 3 cluster barriers (the first forward, 2 backwards), 2 block barriers
     (the last hidden forward's: its backward reads only the block's own rows, the energy waits for the backward's
     cluster barrier; the update's) and one named barrier per backward (the per-warp slots added after it); no bank
-    conflict in the steps."""
+    conflict in the steps; 2,261 wavefronts per block-step, the backward on 4 of the 8 warps (2,685 on all 8:
+    docs/CUDA_KERNELS.md, the LEBM table)."""
     prior = lebm_prior("lrelu", torch.float32)
     steps = 3
     sch = H.LangevinSchedule.lebm(steps=steps)
@@ -50,14 +51,15 @@ def test_lebm_4_block_barriers_and_banks():
                   banks=True)[2]
     assert st["smem_instructions"] - one["smem_instructions"] > 1000, (st, one)
     assert st["conflicted"] == one["conflicted"], (st, one)
+    assert (st["wavefronts"] - one["wavefronts"]) / 4 == 2261, (st, one)
 
 
-@pytest.mark.parametrize("threads", [32, 96, 256])
+@pytest.mark.parametrize("threads", [32, 96, 160, 256])
 @pytest.mark.parametrize("path", ["resident", "cluster", "cluster4"])
 def test_row_owner_backward_any_block_size(path, threads):
-    """The per-warp slots for 1, 3 and 8 warps; hidden widths 3 (fewer rows than the 4 blocks: a block without
-    rows), 37 (10 rows a block: a 16-byte group of the next layer's rows split over two blocks) and 300 inputs
-    (two 256-input passes of the backward)."""
+    """The row-owner backward on 1, 3, 4 of 5 and 4 of 8 warps (its per-warp slots, the idle warps at its named
+    barrier); hidden widths 3 (fewer rows than the 4 blocks: a block without rows), 37 (10 rows a block: a 16-byte
+    group of the next layer's rows split over two blocks) and 300 inputs (two 256-input passes of the backward)."""
     for hidden, in_dim in ((3, 12), (37, 20), (37, 300)):
         prior = lebm_prior("gelu", torch.float64, in_dim=in_dim, hidden=hidden, depth=2, scale=1.0)
         sch = H.LangevinSchedule.lebm(steps=3, step_size=0.3)

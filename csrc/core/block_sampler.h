@@ -57,7 +57,8 @@ struct BlockLayout {
   // row of a head).
   int w[kMaxLinears], ldw[kMaxLinears], rows[kMaxLinears];
   int part;     // cluster: [2 parities][cluster ranks][tile * max_width] partial sums of the backward
-  int wpart;    // resident (WarpEngine): [warps][tile][wld] the row-owner backward's per-warp partial sums, or -1
+  int wpart;    // resident (WarpEngine): [backward_warps(warps)][tile][wld] the row-owner backward's per-warp
+                // partial sums, or -1
   int wld;      // their row stride (max_width rounded up to 4)
   int warps;    // warps per block the layout was made for (the per-warp slots)
   int cluster;  // blocks per cluster (1: none)
@@ -66,11 +67,17 @@ struct BlockLayout {
 
 HEBM_HD int odd_stride(int n) { return n | 1; }
 
+// The warps that run the row-owner backward (WarpEngine::backward_rows): at most one per scheduler (an SM's 4
+// sub-partitions; warp w runs on scheduler w % 4), warps 0 .. n-1. Its per-warp slots and their sum are what grows
+// with the warps (the weights, FMAs and shuffles are the same in total): the others wait at its named barrier.
+constexpr int kBackwardWarps = 4;
+HEBM_HD int backward_warps(int warps) { return warps < kBackwardWarps ? warps : kBackwardWarps; }
+
 // One rank's partial sums of a cluster backward (tile x max_width), padded to 16 bytes: each slot starts aligned.
 HEBM_HD int part_slot(int tile, int max_width) { return (tile * max_width + 3) / 4 * 4; }
 
 // Layout of the per-chain state (every path), then the staging area (ws > 0) or the resident weights (and the
-// row-owner backward's per-warp partial sums: `warps` per block, 8 for the launcher's 256 threads).
+// row-owner backward's per-warp partial sums: backward_warps(warps), 4 for the launcher's 8 warps).
 inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool resident = false, int cluster = 1,
                                 int warps = 8) {
   BlockLayout L;
@@ -101,7 +108,7 @@ inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool res
   }
   L.part = cluster > 1 ? take(2 * cluster * part_slot(tile, p.max_width)) : -1;
   L.wld = (p.max_width + 3) / 4 * 4;
-  L.wpart = resident ? take(warps * tile * L.wld) : -1;
+  L.wpart = resident ? take(backward_warps(warps) * tile * L.wld) : -1;
   for (int j = 0; j < p.n_lin; ++j) {
     L.w[j] = -1;
     L.ldw[j] = (p.lin[j].in + 3) / 4 * 4;

@@ -63,7 +63,7 @@ inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster) {
 // The planner's model of one Langevin step of a cluster block (clock cycles, H200; docs/CUDA_KERNELS.md, "the
 // cluster size"): what differs between cluster sizes for the same B. Per resident linear: its weights read twice
 // (forward, backward) at 128 B per clock; the row-owner backward's per-warp partial sums written and read back
-// (2 x warps x C x in floats) and this rank's slot stored into the consumer blocks (G: all CS; DOUT: one); the
+// (2 x backward_warps x C x in floats: 4 of the launcher's 8 warps) and this rank's slot stored into the consumer blocks (G: all CS; DOUT: one); the
 // forward's epilogue stores of H into every block (one instruction per batch of rows and block); one cluster
 // barrier per backward and per forward (~350 clk on 2 blocks, ~400 on 4), but a block barrier (~100 clk) after
 // the forward of a head's last hidden layer, which (untraced, the default modelled here) stores only its DH, in
@@ -88,7 +88,7 @@ inline double cluster_step_clk(const ProgramDesc& p, int C, int cs, int warps = 
     const int R = C <= 2 ? 8 : 2;  // WarpEngine::forward_rows's rows per batch
     const double batches = double(((int(rows) + warps - 1) / warps + R - 1) / R * warps);
     clk += 2 * rows * L.ldw[j] * 4 / 128                    // weights: forward + backward
-           + 2.0 * warps * C * in * 4 / 128                  // per-warp slots: stored, read back
+           + 2.0 * backward_warps(warps) * C * in * 4 / 128  // per-warp slots: stored, read back
            + C * in * 4 / 128 * (first ? cs : 1)             // the rank slot into the consumer blocks
            + batches * (local_fwd ? 1 : cs)                  // the forward's H stores into every block (or DH)
            + (local_fwd ? 100 : cluster_bar) + cluster_bar;  // the forward's and the backward's barrier

@@ -11,12 +11,14 @@
 //             ladder conditional's output; the backward reads DH of the rows its block owns; no H at all for an
 //             untraced head's last hidden layer: only the energy reads it). backward_reads_own_rows(): the
 //             barrier between a head's last hidden forward and its backward is a block barrier (block_head).
-//   backward (row owner, backward_rows): as the forward, warps own contiguous rows o of the block's tile (the
-//             weight rows W[o][:]) and lane l owns inputs i = 128 m + 4 l + q (16-byte loads of W[o][4l .. 4l+3],
-//             two 128-column passes in registers, more passes over the rows when in > 256); the C deltas of up
-//             to 32 rows are loaded once, lane t holding row t's (conflict-free consecutive words), and
-//             broadcast by one shuffle per (row, chain). Each warp stores its C x in partial sums into its own
-//             slot (wpart, 16-byte stores), a named barrier, then the block adds the slots in warp order: on one
+//   backward (row owner, backward_rows): the first backward_warps() warps (4 of 8: one per scheduler) own
+//             contiguous rows o of the block's tile (the weight rows W[o][:]) and lane l owns inputs
+//             i = 128 m + 4 l + q (16-byte loads of W[o][4l .. 4l+3], two 128-column passes in registers, more
+//             passes over the rows when in > 256); the C deltas of up to 32 rows are loaded once, lane t holding
+//             row t's (conflict-free consecutive words), and broadcast by one shuffle per (row, chain). Each of
+//             those warps stores its C x in partial sums into its own slot (wpart, 16-byte stores), a named
+//             barrier (every thread of the block: the other warps wait there, then help add), then the block adds
+//             the slots in warp order: on one
 //             block into DOUT (times DHprev) or G (times -alpha); on a cluster into this rank's slot of the
 //             consumer blocks (remote stores: G into every block, DOUT into the blocks owning those rows of the
 //             next layer), and the result stays pending across the walk's barrier that follows: the consumer
@@ -309,15 +311,15 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     }
   }
 
-  // The row-owner backward core: this warp's contiguous share of rows [0, nrows) of linear L (row r0 + jr at
+  // The row-owner backward core: warp w < nw's contiguous share of rows [0, nrows) of linear L (row r0 + jr at
   // Ws + jr * ldw), lane l owning inputs i = 256 pass + 128 m + 4 l + q; stores acc[c][i] = sum over the warp's
   // rows o (in order) of d_c[o] W[o][i] into the warp's slot wp[c * ldi + i], i < ldi = L.in rounded up to 4 (zeros for
-  // a warp without rows). d_c[o] = DIN[c][o], or with pp (a cluster's pending result) sum_s pp[s][c][o] in rank
+  // a warp without rows). Called by warps 0 .. nw - 1 only (nw = backward_warps: the slots' count). d_c[o] = DIN[c][o], or with pp (a cluster's pending result) sum_s pp[s][c][o] in rank
   // order, times dsc[c][o] when given (the chain rule's DHprev, applied by the consumer for the rows it owns).
   // The deltas of up to 32 rows are loaded once (lane t: row t, consecutive words) and broadcast by shuffles.
   HEBM_BLOCK_FN void backward_rows(Ctx& ctx, const BlockArgs<T>& a, const LinearDesc& L, const T* Ws, int ldw, int r0,
-                                   int nrows, const T* DIN, const T* pp, const T* dsc, T* wp) const {
-    const int lane = ctx.lane(), nw = ctx.nwarps(), ldi = (L.in + 3) / 4 * 4, sl = slot(a);
+                                   int nrows, const T* DIN, const T* pp, const T* dsc, T* wp, int nw) const {
+    const int lane = ctx.lane(), ldi = (L.in + 3) / 4 * 4, sl = slot(a);
     const int rpw = (nrows + nw - 1) / nw;
     const int jbeg = ctx.warp() * rpw < nrows ? ctx.warp() * rpw : nrows;
     const int jend = nrows < jbeg + rpw ? nrows : jbeg + rpw;
@@ -405,14 +407,17 @@ struct WarpEngine : EngineJobs<T, Ctx> {
       pend = PEND_NONE;
       part = smem + a.lay.part + parity * CS * slot(a) + rank * slot(a);
     }
-    // the warps' slots [warp][c][ldi]: consecutive threads below read consecutive 16-byte words
-    const int ldi = (L.in + 3) / 4 * 4;
+    // the backward warps' slots [warp][c][ldi]: consecutive threads below read consecutive 16-byte words
+    const int ldi = (L.in + 3) / 4 * 4, nw = backward_warps(ctx.nwarps());
     T* wpart = smem + a.lay.wpart;
-    backward_rows(ctx, a, L, smem + a.lay.w[jl], a.lay.ldw[jl], r0, r1 - r0, DIN, pp, dsc,
-                  wpart + ctx.warp() * C * ldi);
-    ctx.named_sync(1, ctx.nthreads());  // every warp's slot written (bar.sync 1: the walk's barriers are 0)
-    // The warps' slots added in warp order, 4 inputs per thread (16-byte accesses where the rows allow).
-    const int n4 = (L.in + 3) / 4, nw = ctx.nwarps();
+    if (ctx.warp() < nw)
+      backward_rows(ctx, a, L, smem + a.lay.w[jl], a.lay.ldw[jl], r0, r1 - r0, DIN, pp, dsc,
+                    wpart + ctx.warp() * C * ldi, nw);
+    // every backward warp's slot written (bar.sync 1: the walk's barriers are 0); all the block's threads arrive,
+    // the other warps to wait for the slots they help add below
+    ctx.named_sync(1, ctx.nthreads());
+    // The backward warps' slots added in warp order, 4 inputs per thread (16-byte accesses where the rows allow).
+    const int n4 = (L.in + 3) / 4;
     const bool v4 = L.in % 4 == 0;
     const int rows_next = jl > 0 ? a.lay.rows[jl - 1] : 1;  // DOUT's consumer: linear jl - 1's row split
     for (int idx = ctx.tid(); idx < C * n4; idx += ctx.nthreads()) {
