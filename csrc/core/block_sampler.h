@@ -57,6 +57,7 @@ struct BlockLayout {
   // row of a head).
   int w[kMaxLinears], ldw[kMaxLinears], rows[kMaxLinears];
   int part;     // cluster: [2 parities][cluster ranks][tile * max_width] partial sums of the backward
+  int mbar;     // cluster: the walk's 2 exchange mbarriers (2 x 8 bytes, WarpEngine::sync), or -1
   int wpart;    // resident (WarpEngine): [warps][tile][wld] the row-owner backward's per-warp partial sums, or -1
   int wld;      // their row stride (max_width rounded up to 4)
   int warps;    // warps per block the layout was made for (the per-warp slots)
@@ -100,6 +101,7 @@ inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool res
     L.dh[j] = take(tile * p.lin[j].out);
   }
   L.part = cluster > 1 ? take(2 * cluster * part_slot(tile, p.max_width)) : -1;
+  L.mbar = cluster > 1 ? take(4) : -1;  // 16 bytes (float) or 32 (double), 16-byte aligned
   L.wld = (p.max_width + 3) / 4 * 4;
   L.wpart = resident ? take(warps * tile * L.wld) : -1;
   for (int j = 0; j < p.n_lin; ++j) {
@@ -200,6 +202,8 @@ struct LocalEngine : EngineJobs<T, Ctx> {
     ctx.sync();
   }
   HEBM_BLOCK_FN void sync_local(Ctx& ctx) const { sync(ctx); }
+  HEBM_BLOCK_FN void sync_cluster(Ctx& ctx) const { sync(ctx); }
+  HEBM_BLOCK_FN void exit_barrier(Ctx&) const {}
   // Whether a layer's backward reads only the rows of its input delta that this block's own forward wrote (and
   // this block's weight rows): then the barrier between a head's last hidden forward and that layer's backward
   // may be sync_local (block_head). On one block every barrier is a block barrier either way; false here.
@@ -696,7 +700,7 @@ HEBM_BLOCK_FN void block_program(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64
     const NoiseJob<T> first = {D, tile, lay.noise, smem, row0, nvalid, 0, seed, offset};
     draw_noise<T, Ctx>(ctx, first);
   }
-  eng.sync(ctx);
+  eng.sync_cluster(ctx);  // (the weights and, on a cluster, the init of the exchanges' mbarriers)
 
   if (!a.tsel) {
     int k = 0;
@@ -725,6 +729,7 @@ HEBM_BLOCK_FN void block_program(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64
   }
   if (eng.leader())
     for (int idx = ctx.tid(); idx < nvalid * D; idx += ctx.nthreads()) a.out[row0 * D + idx] = ctx.sh(Y + idx);
+  eng.exit_barrier(ctx);
 }
 
 }  // namespace core
