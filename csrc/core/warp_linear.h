@@ -112,7 +112,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   }
 
   // The row-owner backward (backward_rows) reads this block's rows of W and of its input delta only: on a cluster
-  // the DH the block's own forward wrote, or the rank slots the peers stored before the walk's cluster barrier.
+  // the DH the block's own forward wrote, or the rank slots the peers stored before the walk's exchange.
   HEBM_BLOCK_FN bool backward_reads_own_rows() const { return true; }
 
   HEBM_BLOCK_FN int slot(const BlockArgs<T>& a) const { return part_slot(a.lay.tile, a.prog.max_width); }
