@@ -18,7 +18,7 @@ PATH_CODE = {"staged": 0, "resident": 1, "cluster": 2, "streamed": 3, "cluster4"
 STREAM_ROWS = 5  # rows per streamed chunk in the tests: many chunks per layer, a partial last one, both stages
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 STAT = ["path", "tile", "cluster", "threads", "smem_bytes", "block_barriers", "cluster_barriers", "named_barriers",
-        "warp_collectives", "smem_instructions", "wavefronts", "ideal_wavefronts", "conflicted"]
+        "warp_collectives", "smem_instructions", "wavefronts", "ideal_wavefronts", "conflicted", "mbarrier_phases"]
 
 
 def emulate(prior, y0, schedule, path, *, noise=None, cond=None, timesteps=None, seed=None, trace=False,
@@ -150,7 +150,7 @@ def test_joint_prior_on_the_cluster():
 
 def test_lebm_dispatch_barriers_and_banks():
     """LEBM 100-200-200-1 on an H200: its 241 KB of weights take a cluster (4 blocks at B = 100:
-    test_cuda_cluster4.py; the 2-block step here); at most 7 barriers per step (3 cluster barriers, 2 block barriers
+    test_cuda_cluster4.py; the 2-block step here); at most 7 barriers per step (3 mbarrier exchanges, 2 block barriers
     - after the last hidden forward, whose backward reads only the block's own rows, and the update's - and the 2
     backwards' named barriers on the cluster, 5 + 2 on one block), no bank conflict on either v2 path."""
     prior = lebm_prior("lrelu", torch.float32)
@@ -167,10 +167,12 @@ def test_lebm_dispatch_barriers_and_banks():
     out, _, st = emulate(prior, y0, sch, "cluster", noise=noise, threads=256, banks=True, tile=2)
     assert (st["path"], st["tile"], st["cluster"]) == (2, 2, 2)
     assert (out - ref).abs().max() < 1e-4
-    # 3 outside the steps: loads, timestep start, timestep end. Per step: the first forward and the 2 backwards (each
-    # backward's partial sums stored into both blocks before its one barrier); block barriers: the last hidden
-    # forward's (the energy waits for the next cluster barrier) and the update's
-    assert (st["cluster_barriers"] - 3) / steps == 3, st
+    # Cluster barriers: after the loads, before the exit. Exchanges (one mbarrier phase per block each): 2 outside
+    # the steps (timestep start, timestep end); per step the first forward and the 2 backwards (each backward's
+    # partial sums stored into both blocks before its one exchange); block barriers: the last hidden forward's
+    # (the energy waits for the next exchange) and the update's
+    assert st["cluster_barriers"] == 2, st
+    assert (st["mbarrier_phases"] / 2 - 2) / steps == 3, st
     assert (st["block_barriers"] / 2 - 1) / steps == 2, st  # per block of the 2 (1 outside: after the zeroing)
     assert st["named_barriers"] / 2 / steps == 2, st  # each backward's: its warps' partial-sum slots written
     # the steps are conflict-free: one step more adds shared-memory instructions but no conflicted one
@@ -253,6 +255,27 @@ def test_split_cluster_barrier():
         _C.simt_selftest("wait_alone")
     with pytest.raises(RuntimeError, match="exited between cluster_arrive and cluster_wait"):
         _C.simt_selftest("arrive_exit")
+
+
+def test_mbarrier_exchange():
+    """mbarriers (mbar_init / mbar_arrive_cluster / mbar_wait_parity) as the cluster WarpEngine's exchanges: two per
+    block alternated, each warp arriving on both blocks' after __syncwarp, four exchanges (both parities of both).
+    After each wait a block reads the peer's stores; each misuse is reported: a read before the wait and the wrong
+    parity (the cluster-order check: no cluster barrier or mbarrier phase orders it), an arrive missing (deadlock,
+    naming the mbarrier), an arrive without the __syncwarp (the other lanes' stores are not released), one slot for
+    every exchange (the peer's next store over a slot not read yet)."""
+    s = _C.simt_selftest("mbar")
+    t = torch.arange(64).float()
+    for n in range(4):
+        for r in range(2):
+            torch.testing.assert_close(s[r, 512 + 64 * n:576 + 64 * n], 1000 * n + (2 - r) * t + 1)
+    order = "no chain of mbarrier phases"
+    for variant in ("mbar_early", "mbar_parity", "mbar_nosyncwarp", "mbar_war"):
+        with pytest.raises(RuntimeError, match=order):
+            _C.simt_selftest(variant)
+    with pytest.raises(RuntimeError, match="deadlock.*wait on the mbarrier at shared byte 4000 of block [01] "
+                                           "\\(phase 0 in progress, 1 of 4 arrivals pending\\)"):
+        _C.simt_selftest("mbar_noarrive")
 
 
 def test_emulation_diagnoses():

@@ -12,15 +12,17 @@
 // how machines without a GPU test the kernels' indexing, barriers and shuffles against the eager reference.
 // Every shared-memory access goes through ctx.sh / ld4 (free on the GPU, checked in the emulation).
 //
-// Barriers per Langevin step (sync() on one block, a cluster barrier on a cluster): one per hidden layer forward,
+// Barriers per Langevin step (sync() on one block, on a cluster an exchange through mbarriers, WarpEngine::sync: a
+// cluster-wide barrier): one per hidden layer forward,
 // one per layer backward, one for the update (a block barrier also on a cluster: the update touches only the
 // block's own copy of the chains); the forward of a head's last hidden layer ends in a block barrier also on a
 // cluster when the engine's backward reads only the block's own rows (WarpEngine: block_head, the energy waits for
-// the backward's cluster barrier); a ladder adds one per conditional for its head transform and one per
+// the backward's exchange); a ladder adds one per conditional for its head transform and one per
 // conditional for its elementwise gradient, a u-ladder on a cluster one per conditional to settle the pending
 // gradient it reads, the trace one (two on a cluster: settle, end). LEBM (one head 100-200-200-1, Gaussian base):
-// 5 per step on one block, 3 cluster barriers + 2 block barriers on a cluster. Step k+1's Philox noise is drawn at
-// the first barrier of step k (between the cluster barrier's arrive and wait), into the other half of a double
+// 5 per step on one block, 3 exchanges + 2 block barriers on a cluster (and per launch 2 cluster barriers: after the
+// load, before the exit). Step k+1's Philox noise is drawn at the first barrier of step k (between the exchange's
+// arrive and wait), into the other half of a double
 // buffer the update reads. The energy (and a head's last hidden H, its only input) is computed only when traced.
 #pragma once
 
@@ -57,6 +59,7 @@ struct BlockLayout {
   // row of a head).
   int w[kMaxLinears], ldw[kMaxLinears], rows[kMaxLinears];
   int part;     // cluster: [2 parities][cluster ranks][tile * max_width] partial sums of the backward
+  int mbar;     // cluster: the walk's 2 exchange mbarriers (2 x 8 bytes, WarpEngine::sync), or -1
   int wpart;    // resident (WarpEngine): [backward_warps(warps)][tile][wld] the row-owner backward's per-warp
                 // partial sums, or -1
   int wld;      // their row stride (max_width rounded up to 4)
@@ -107,6 +110,7 @@ inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool res
     L.dh[j] = take(tile * p.lin[j].out);
   }
   L.part = cluster > 1 ? take(2 * cluster * part_slot(tile, p.max_width)) : -1;
+  L.mbar = cluster > 1 ? take(4) : -1;  // 16 bytes (float) or 32 (double), 16-byte aligned
   L.wld = (p.max_width + 3) / 4 * 4;
   L.wpart = resident ? take(backward_warps(warps) * tile * L.wld) : -1;
   for (int j = 0; j < p.n_lin; ++j) {
@@ -207,6 +211,8 @@ struct LocalEngine : EngineJobs<T, Ctx> {
     ctx.sync();
   }
   HEBM_BLOCK_FN void sync_local(Ctx& ctx) const { sync(ctx); }
+  HEBM_BLOCK_FN void sync_cluster(Ctx& ctx) const { sync(ctx); }
+  HEBM_BLOCK_FN void exit_barrier(Ctx&) const {}
   // Whether a layer's backward reads only the rows of its input delta that this block's own forward wrote (and
   // this block's weight rows): then the barrier between a head's last hidden forward and that layer's backward
   // may be sync_local (block_head). On one block every barrier is a block barrier either way; false here.
@@ -358,12 +364,12 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, c
   // and of the delta dh * w_out, both written by this block. Only the energy reads every row of h[last] (stored by
   // the peers), and only the trace reads the energy:
   //   - untraced, h[last] is not stored at all (nothing reads it) and no energy is computed;
-  //   - traced, the energy waits for the backward's cluster barrier (every peer's H stores precede its arrive
+  //   - traced, the energy waits for the backward's exchange (every peer's H stores precede its arrive
   //     there); it is still done before the barrier ahead of every read of E (the next backward's, or the trace's
   //     settle barrier). No peer overwrites h[last] before it is read: the next store into it is the next step's
-  //     forward of this layer, and the trace ends in a cluster barrier (block_step) after every energy.
+  //     forward of this layer, and the trace ends in an exchange (block_step) after every energy.
   // The parity-alternated partial sums that backward stores into the peers were last read before the previous
-  // backward's cluster barrier (every backward is followed by one).
+  // backward's exchange (every backward is followed by one).
   const int last = net.first + net.n_lin - 2;
   const bool traced = a.trace != nullptr;
   const bool own = eng.backward_reads_own_rows();
@@ -703,7 +709,7 @@ HEBM_BLOCK_FN void block_program(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64
     const NoiseJob<T> first = {D, tile, lay.noise, smem, row0, nvalid, 0, seed, offset};
     draw_noise<T, Ctx>(ctx, first);
   }
-  eng.sync(ctx);
+  eng.sync_cluster(ctx);  // (the weights and, on a cluster, the init of the exchanges' mbarriers)
 
   if (!a.tsel) {
     int k = 0;
@@ -732,6 +738,7 @@ HEBM_BLOCK_FN void block_program(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64
   }
   if (eng.leader())
     for (int idx = ctx.tid(); idx < nvalid * D; idx += ctx.nthreads()) a.out[row0 * D + idx] = ctx.sh(Y + idx);
+  eng.exit_barrier(ctx);
 }
 
 }  // namespace core

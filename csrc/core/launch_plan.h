@@ -63,9 +63,11 @@ inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster) {
 // The planner's model of one Langevin step of a cluster block (clock cycles, H200; docs/CUDA_KERNELS.md, "the
 // cluster size"): what differs between cluster sizes for the same B. Per resident linear: its weights read twice
 // (forward, backward) at 128 B per clock; the row-owner backward's per-warp partial sums written and read back
-// (2 x backward_warps x C x in floats: 4 of the launcher's 8 warps) and this rank's slot stored into the consumer blocks (G: all CS; DOUT: one); the
-// forward's epilogue stores of H into every block (one instruction per batch of rows and block); one cluster
-// barrier per backward and per forward (~350 clk on 2 blocks, ~400 on 4), but a block barrier (~100 clk) after
+// (2 x backward_warps x C x in floats: 4 of the launcher's 8 warps) and this rank's slot stored into the
+// consumer blocks (G: all CS; DOUT: one); the forward's epilogue stores of H into every block (one instruction per
+// batch of rows and block); one exchange per backward and per forward (WarpEngine::sync: the mbarriers' release
+// ~250 clk after the last warp's arrive, DSMEM one way + a poll, on 2 and 4 blocks alike; each warp's 2 or 4
+// remote arrives are a few clk), but a block barrier (~100 clk) after
 // the forward of a head's last hidden layer, which (untraced, the default modelled here) stores only its DH, in
 // this block (block_head: its row-owner backward reads only the block's own rows; only the traced energy reads
 // that H). The FMA work per SM is the same (C x rows per block is B / clusters x out / CS either way) and is left
@@ -84,14 +86,14 @@ inline double cluster_step_clk(const ProgramDesc& p, int C, int cs, int warps = 
       first = first || net.first == j;
       local_fwd = local_fwd || (net.role == NET_HEAD && net.n_lin >= 2 && j == net.first + net.n_lin - 2);
     }
-    const double cluster_bar = cs == 4 ? 400 : 350;
+    const double exchange = 250;
     const int R = C <= 2 ? 8 : 2;  // WarpEngine::forward_rows's rows per batch
     const double batches = double(((int(rows) + warps - 1) / warps + R - 1) / R * warps);
     clk += 2 * rows * L.ldw[j] * 4 / 128                    // weights: forward + backward
            + 2.0 * backward_warps(warps) * C * in * 4 / 128  // per-warp slots: stored, read back
            + C * in * 4 / 128 * (first ? cs : 1)             // the rank slot into the consumer blocks
            + batches * (local_fwd ? 1 : cs)                  // the forward's H stores into every block (or DH)
-           + (local_fwd ? 100 : cluster_bar) + cluster_bar;  // the forward's and the backward's barrier
+           + (local_fwd ? 100 : exchange) + exchange;  // the forward's and the backward's barrier
   }
   return clk;
 }
@@ -189,7 +191,7 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
     if (d.cc_major >= 9) {
       // the most chains per block (up to one wave's need) that fit 2 and 4 blocks; of the two, the cheaper launch
       // by cluster_step_clk x waves (4 blocks: half the weights per SM, twice the chains per block for the same
-      // B, a dearer barrier; more than one wave once B > SMs chains)
+      // B; more than one wave once B > SMs chains)
       int best = 0, bc = 0;
       double bclk = 0;
       for (int cs = 2; cs <= 4; cs += 2) {

@@ -15,6 +15,22 @@
 //                                               visible to every thread of the cluster after its wait; work between
 //                                               the two overlaps the barrier's latency but may touch only data no
 //                                               other thread writes before its arrive (cluster_sync = arrive + wait)
+//   mbar_init(bar, n) mbar_arrive_cluster(bar, r) mbar_wait_parity(bar, parity)
+//                                               mbarriers (sm_90): bar a uint64_t in shared memory (8-byte
+//                                               aligned). init (one thread, before any use: then
+//                                               fence.mbarrier_init.release.cluster, issued by init, and a cluster
+//                                               barrier before any other thread's use) sets n arrivals per phase,
+//                                               phase 0. arrive (mapa + mbarrier.arrive.release.cluster
+//                                               .shared::cluster): one arrival on the mbarrier at bar's offset in
+//                                               block r of the cluster, with release semantics at cluster scope
+//                                               (this thread's earlier accesses, and what it ordered before them by
+//                                               __syncwarp or a barrier, are visible after the phase's wait); the n-th
+//                                               arrival completes the phase. wait (mbarrier.try_wait.parity.acquire
+//                                               .cluster, polled): returns once the phase with that parity (phase k:
+//                                               parity k & 1) of this block's mbarrier has completed; with the
+//                                               parity of the phase before the current one it returns at once.
+//                                               Before sm_90 no clusters: init and arrive do nothing, wait is a
+//                                               block barrier (every thread of the block must wait)
 //   sh(p)                                       the shared-memory element at p (a reference; checked in the
 //                                               emulation: bounds, alignment, bank conflicts in test mode)
 //   ld4(p) st4(p, v)                            16-byte (float) / 32-byte (double) vector access, p aligned
@@ -151,6 +167,29 @@ struct DeviceCtx {
   __device__ __forceinline__ T* map_rank(T* p, int r) const {
     return cooperative_groups::this_cluster().map_shared_rank(p, r);
   }
+  __device__ __forceinline__ void mbar_init(uint64_t* bar, int n) const {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(bar));
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(s), "r"(n) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, int r) const {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(bar));
+    unsigned remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(s), "r"(r));
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+  }
+  __device__ __forceinline__ void mbar_wait_parity(uint64_t* bar, int parity) const {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(bar));
+    unsigned done = 0;
+    do {
+      asm volatile(
+          "{\n .reg .pred p;\n mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+          " selp.u32 %0, 1, 0, p;\n}"
+          : "=r"(done)
+          : "r"(s), "r"(parity)
+          : "memory");
+    } while (!done);
+  }
 #else
   // Before sm_90 there are no clusters: a cluster of one block (the launcher never asks for more there).
   __device__ __forceinline__ int cluster_rank() const { return 0; }
@@ -160,6 +199,9 @@ struct DeviceCtx {
   __device__ __forceinline__ void cluster_wait() const { __syncthreads(); }
   template <typename T>
   __device__ __forceinline__ T* map_rank(T* p, int) const { return p; }
+  __device__ __forceinline__ void mbar_init(uint64_t*, int) const {}
+  __device__ __forceinline__ void mbar_arrive_cluster(uint64_t*, int) const {}
+  __device__ __forceinline__ void mbar_wait_parity(uint64_t*, int) const { __syncthreads(); }
 #endif
   template <typename T>
   __device__ __forceinline__ T& sh(T* p) const { return *p; }

@@ -59,20 +59,51 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   mutable const T* pend_dh = nullptr;
   mutable T* pend_g = nullptr;
   mutable int pend_ldg = 0, pend_goff = 0, pend_n = 0;
+  // The walk's exchanges on a cluster (sync): exchange n on mbarrier mbar[n & 1] of every block, its phase n >> 1.
+  mutable uint64_t* mbar = nullptr;
+  mutable int xn = 0;
 
   HEBM_BLOCK_FN explicit WarpEngine(Ctx& ctx) : rank(CS > 1 ? ctx.cluster_rank() : 0) {}
   HEBM_BLOCK_FN bool leader() const { return rank == 0; }
-  // A walk barrier; on a cluster split into arrive / wait with the scheduled noise draw between (it writes only
-  // this block's noise buffer, which no other thread touches before its arrive).
+  // A walk barrier; on a cluster an exchange through mbarriers with the scheduled noise draw between arrive and
+  // wait (it writes only this block's noise buffer, which no other thread touches before its arrive). Each warp,
+  // after __syncwarp (which orders its lanes' accesses before lane 0's arrive: one arrival per warp, not 32 remote
+  // arrives per warp), arrives with release at cluster scope on the exchange's mbarrier of every block, its own
+  // included (CS x warps arrivals a phase), then waits (acquire) on its own block's. A wait returns once every
+  // warp of the cluster arrived, so this is a cluster-wide barrier like barrier.cluster arrive / wait, without
+  // its all-thread hardware round: every write-after-read argument made for the cluster barriers holds as it
+  // was (block_head, block_step). Two mbarriers alternate: a warp that passed exchange n may arrive for n + 1
+  // before a slower peer warp's arrive for n reached a third block; its arrive for n + 2 follows its wait for
+  // n + 1, which follows every warp's arrives for n (each warp arrives everywhere before it waits).
   HEBM_BLOCK_FN void sync(Ctx& ctx) const {
     if (CS > 1) {
-      ctx.cluster_arrive();
+      uint64_t* bar = mbar + (xn & 1);
+      ctx.syncwarp();
+      if (ctx.lane() == 0) {
+        HEBM_UNROLL
+        for (int q = 0; q < CS; ++q) ctx.mbar_arrive_cluster(bar, (rank + q) % CS);
+      }
       this->run_job(ctx);
-      ctx.cluster_wait();
+      ctx.mbar_wait_parity(bar, (xn >> 1) & 1);
+      ++xn;
     } else {
       this->run_job(ctx);
       ctx.sync();
     }
+  }
+  // The hardware cluster barrier (a block barrier on one block): after the weight load, which also makes the
+  // mbarriers' init visible to the peers before their first arrive.
+  HEBM_BLOCK_FN void sync_cluster(Ctx& ctx) const {
+    this->run_job(ctx);
+    if (CS > 1)
+      ctx.cluster_sync();
+    else
+      ctx.sync();
+  }
+  // The kernel's last barrier: no block exits (its shared memory gone) while a peer may still store into it or
+  // arrive on its mbarriers (the last exchange's remote arrives need not have landed everywhere).
+  HEBM_BLOCK_FN void exit_barrier(Ctx& ctx) const {
+    if (CS > 1) ctx.cluster_sync();
   }
   // The update's barrier: a block barrier also on a cluster. The update reads and writes only this block's copy
   // of the chains (y, yc, g, e, the noise, the pending partial sums); what the peer writes next (the next step's
@@ -83,7 +114,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   }
 
   // The row-owner backward (backward_rows) reads this block's rows of W and of its input delta only: on a cluster
-  // the DH the block's own forward wrote, or the rank slots the peers stored before the walk's cluster barrier.
+  // the DH the block's own forward wrote, or the rank slots the peers stored before the walk's exchange.
   HEBM_BLOCK_FN bool backward_reads_own_rows() const { return true; }
 
   HEBM_BLOCK_FN int slot(const BlockArgs<T>& a) const { return part_slot(a.lay.tile, a.prog.max_width); }
@@ -133,7 +164,16 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   HEBM_BLOCK_FN void drop_pending() const { pend = PEND_NONE; }
 
   // This block's rows of every resident linear, zero-padded to the row stride (once per launch).
+  // On a cluster also the exchanges' mbarriers (thread 0; the walk's cluster barrier after the load orders the init
+  // before the peers' first arrive).
   HEBM_BLOCK_FN void load(Ctx& ctx, const BlockArgs<T>& a, T* smem) const {
+    if (CS > 1) {
+      mbar = reinterpret_cast<uint64_t*>(smem + a.lay.mbar);
+      if (ctx.tid() == 0) {
+        ctx.mbar_init(mbar, CS * ctx.nwarps());
+        ctx.mbar_init(mbar + 1, CS * ctx.nwarps());
+      }
+    }
     for (int j = 0; j < a.prog.n_lin; ++j) {
       if (a.lay.w[j] < 0) continue;
       const LinearDesc& L = a.prog.lin[j];

@@ -161,7 +161,7 @@ core::LaunchPlan checked_plan(const char* who, const core::ProgramDesc& p, int64
 
 // Returns (y, trace, stats); stats (int64): [path, tile, cluster, threads, shared-memory bytes per block,
 // block barriers, cluster barriers, named barriers, warp collectives, shared-memory instructions, wavefronts,
-// ideal wavefronts, conflicted instructions], the counts summed over the grid.
+// ideal wavefronts, conflicted instructions, mbarrier phases], the counts summed over the grid.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
     const at::Tensor& y0_, const at::Tensor& cond_, const at::Tensor& params_, at::IntArrayRef program,
     at::ArrayRef<double> schedule, at::IntArrayRef steps, const at::Tensor& timesteps_, const at::Tensor& noise_,
@@ -207,7 +207,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_langevin_emulation(
   at::Tensor stats = at::tensor(std::vector<int64_t>{P.path, P.tile, P.cluster, threads, int64_t(P.lay.total) * elem,
                                                      st.block_barriers, st.cluster_barriers, st.named_barriers,
                                                      st.warp_collectives, st.smem_instructions, st.wavefronts,
-                                                     st.ideal_wavefronts, st.conflicted});
+                                                     st.ideal_wavefronts, st.conflicted, st.mbarrier_phases});
   return {t.out, t.trace, stats};
 }
 

@@ -113,6 +113,7 @@ void fiber_main(Cluster* c, Thread* t) {
     c->error_ = s.str();
   }
   t->state = Thread::DONE;
+  ++c->done_[t->block];
   switch_to(&t->fiber, c->sched_);
   abort();  // a finished fiber is never resumed
 }
@@ -135,11 +136,17 @@ Cluster::Cluster(int nblocks, int nthreads, size_t smem_bytes, bool banks)
     sh.landed.resize(words);
     sh.epoch.resize(words);
     sh.who.resize(words);
+    sh.mbar_word.resize(words);
     if (nblocks > 1) {
       sh.xblk.resize(words);
       sh.xneed.resize(words);
+      sh.xrec.resize(words * size_t(nthreads / 32));
     }
   }
+  nwarps_all_ = nblocks * (nthreads / 32);
+  wep_.resize(size_t(nwarps_all_));
+  if (nblocks > 1) know_.resize(threads_.size() * size_t(nwarps_all_));
+  done_.resize(size_t(nblocks));
 }
 
 Cluster::~Cluster() {
@@ -182,11 +189,18 @@ void Cluster::run(const std::function<void(EmuCtx&)>& body, int64_t index) {
     std::fill(sh.epoch.begin(), sh.epoch.end(), 0);
     std::fill(sh.xblk.begin(), sh.xblk.end(), 0);
     std::fill(sh.xneed.begin(), sh.xneed.end(), 0);
+    std::fill(sh.xrec.begin(), sh.xrec.end(), 0);
+    std::fill(sh.mbar_word.begin(), sh.mbar_word.end(), 0);
     sh.landed_words.clear();
     sh.cur = 1;
   }
   phase_ = 0;
   arrivals_ = 0;
+  std::fill(wep_.begin(), wep_.end(), 0);
+  std::fill(know_.begin(), know_.end(), 0);
+  std::fill(done_.begin(), done_.end(), 0);
+  mbars_.clear();
+  mbar_at_.clear();
   const int nw = nthreads_ / 32;
   for (;;) {
     bool ran_any = false;
@@ -254,6 +268,11 @@ void Cluster::settle_warp(int b, int w) {
   }
   for (int l = 0; l < 32; ++l) lanes[l].state = Thread::READY;
   ++stats_.warp_collectives;
+  if (lanes[0].coll_kind == EmuCtx::kSyncWarp && nblocks_ > 1) {  // __syncwarp orders the lanes' accesses
+    Thread* ts[32];
+    for (int l = 0; l < 32; ++l) ts[l] = &lanes[l];
+    vc_join(ts, 32);
+  }
 }
 
 uint64_t Cluster::warp_collective(Thread* t, int kind, int arg, uint64_t value) {
@@ -368,8 +387,50 @@ void Cluster::cluster_wait(Thread* t) {
   ++t->waits;
 }
 
+// A barrier of the threads ts completed: each knows what any of them knew, and the warps all of whose 32 lanes took
+// part start a new epoch (their accesses so far are ordered before every participant's next ones).
+void Cluster::vc_join(Thread* const* ts, int n) {
+  if (nblocks_ < 2) return;
+  join_.assign(size_t(nwarps_all_), 0);
+  std::vector<int> lanes(size_t(nwarps_all_), 0);
+  for (int i = 0; i < n; ++i) {
+    const int32_t* k = know(ts[i]);
+    for (int w = 0; w < nwarps_all_; ++w) join_[w] = std::max(join_[w], k[w]);
+    ++lanes[size_t(ts[i]->block * (nthreads_ / 32) + ts[i]->warp)];
+  }
+  for (int w = 0; w < nwarps_all_; ++w)
+    if (lanes[w] == 32) join_[w] = std::max(join_[w], ++wep_[w]);
+  for (int i = 0; i < n; ++i) std::copy(join_.begin(), join_.end(), know(ts[i]));
+}
+
+// Whether thread t is ordered, by mbarrier phases, after the run of accesses to word w of block b's shared memory
+// that the block of rank xblk - 1 made last (the warp epochs recorded per warp of that block).
+bool Cluster::vc_covers(const Thread* t, int b, size_t w) {
+  const Shadow& S = shadow_[b];
+  const int nw = nthreads_ / 32, pb = S.xblk[w] - 1;
+  const int32_t* rec = &S.xrec[w * size_t(nw)];
+  const int32_t* k = &know_[size_t(t->block * nthreads_ + t->tid) * nwarps_all_ + size_t(pb * nw)];
+  for (int i = 0; i < nw; ++i)
+    if (rec[i] > k[i]) return false;
+  return true;
+}
+
 bool Cluster::release_barriers() {
   bool any = false;
+  // mbarrier waits whose phase completed: they acquire what its arrivals released
+  for (Thread& t : threads_)
+    if (t.state == Thread::AT_MBAR) {
+      const Mbar& m = mbars_[size_t(t.mbar)];
+      if ((m.phase & 1) != t.mbar_parity) {
+        if (nblocks_ > 1) {
+          int32_t* k = know(&t);
+          const std::vector<int32_t>& r = m.rel[t.mbar_parity];
+          for (int w = 0; w < nwarps_all_; ++w) k[w] = std::max(k[w], r[size_t(w)]);
+        }
+        t.state = Thread::READY;
+        any = true;
+      }
+    }
   // cluster barrier: a waiting thread whose phase completed (every thread of every block arrived)
   for (Thread& t : threads_)
     if (t.state == Thread::AT_CLUSTER && t.arrive_phase < phase_) {
@@ -381,6 +442,11 @@ bool Cluster::release_barriers() {
     bool full = true;
     for (int i = 0; i < nthreads_; ++i) full = full && bt[i].state == Thread::AT_BAR;
     if (full) {
+      if (nblocks_ > 1) {
+        std::vector<Thread*> ts(static_cast<size_t>(nthreads_), nullptr);
+        for (int i = 0; i < nthreads_; ++i) ts[size_t(i)] = &bt[i];
+        vc_join(ts.data(), nthreads_);
+      }
       for (int i = 0; i < nthreads_; ++i) bt[i].state = Thread::READY;
       ++stats_.block_barriers;
       barrier_epoch(b);
@@ -397,8 +463,11 @@ bool Cluster::release_barriers() {
           n = bt[i].named_n;
         }
       if (count && count == n) {
+        std::vector<Thread*> ts;
         for (int i = 0; i < nthreads_; ++i)
-          if (bt[i].state == Thread::AT_NAMED && bt[i].named_id == id) bt[i].state = Thread::READY;
+          if (bt[i].state == Thread::AT_NAMED && bt[i].named_id == id) ts.push_back(&bt[i]);
+        vc_join(ts.data(), int(ts.size()));
+        for (Thread* p : ts) p->state = Thread::READY;
         ++stats_.named_barriers;
         any = true;
       } else if (count > n) {
@@ -413,13 +482,21 @@ bool Cluster::release_barriers() {
 std::string Cluster::describe() const {
   std::ostringstream s;
   const char* names[] = {"ready", "at a warp collective", "at sync()", "at a named barrier", "at cluster_sync()/cluster_wait()",
-                         "exited"};
+                         "at an mbarrier wait", "exited"};
   for (int b = 0; b < nblocks_; ++b) {
-    int count[6] = {0, 0, 0, 0, 0, 0};
-    for (int i = 0; i < nthreads_; ++i) ++count[threads_[size_t(b) * nthreads_ + i].state];
+    int count[7] = {0, 0, 0, 0, 0, 0, 0};
+    std::map<std::pair<int, int>, int> waits;  // (mbarrier, parity) -> threads
+    for (int i = 0; i < nthreads_; ++i) {
+      const Thread& t = threads_[size_t(b) * nthreads_ + i];
+      ++count[t.state];
+      if (t.state == Thread::AT_MBAR) ++waits[{t.mbar, t.mbar_parity}];
+    }
     s << "block " << (index_ * nblocks_ + b) << ":";
-    for (int k = 0; k < 6; ++k)
+    for (int k = 0; k < 7; ++k)
       if (count[k]) s << " " << count[k] << " " << names[k];
+    for (const auto& w : waits)
+      s << " (" << w.second << " wait on " << mbar_name(mbars_[size_t(w.first.first)]) << " for its phase of parity "
+        << w.first.second << ")";
     s << ";";
   }
   return s.str();
@@ -440,6 +517,13 @@ void Cluster::check(const Thread* t, const void* p, size_t bytes, size_t align, 
         std::ostringstream s;
         s << "misaligned shared-memory " << what << " of " << bytes << " bytes at byte " << (a - lo)
           << " (needs " << align << "-byte alignment)";
+        fail(t, s.str());
+      }
+      if (b != t->block && done_[size_t(b)] == nthreads_) {
+        std::ostringstream s;
+        s << "DSMEM " << what << " of bytes [" << (a - lo) << ", " << (a - lo + bytes) << ") of block rank " << b
+          << ", whose threads have all exited (its shared memory is gone: a cluster barrier before the exit is "
+             "missing)";
         fail(t, s.str());
       }
       track(t, b, a - lo, bytes);
@@ -469,24 +553,32 @@ static std::string byte_range(int b, uintptr_t off, size_t bytes) {
 void Cluster::track(const Thread* t, int b, uintptr_t off, size_t bytes) {
   Shadow& S = shadow_[b];
   const int32_t g = int32_t(t->block * nthreads_ + t->tid);
+  const int nw = nthreads_ / 32;
   for (size_t w = off / 4; w < (off + bytes + 3) / 4; ++w) {
+    if (S.mbar_word[w])
+      fail(t, "data access to " + byte_range(b, off, bytes) + ", which hold an initialised mbarrier");
     if (nblocks_ > 1) {
       const int32_t mine = t->block + 1;
+      int32_t* rec = &S.xrec[w * size_t(nw)];
       if (S.xblk[w] && S.xblk[w] != mine) {
-        if (t->waits < S.xneed[w]) {
+        if (t->waits < S.xneed[w] && !vc_covers(t, b, w)) {
           std::ostringstream m;
           m << "access to " << byte_range(b, off, bytes) << " that a thread of block rank " << (S.xblk[w] - 1)
             << " accessed with no cluster barrier completed since (after its " << (S.xneed[w] - 1)
             << " cluster arrives; this thread has completed " << t->waits
-            << "): a DSMEM store and the other block's read (or a read and the peer's store over it) need a "
-               "cluster barrier between them, a block barrier orders one block only";
+            << ") and no chain of mbarrier phases (arrive after the access, then this thread's wait) ordering "
+               "them: a DSMEM store and the other block's read (or a read and the peer's store over it) need a "
+               "cluster barrier or an mbarrier phase between them, a block barrier orders one block only";
           fail(t, m.str());
         }
         S.xneed[w] = t->arrives + 1;
+        std::fill(rec, rec + nw, 0);
       } else if (S.xneed[w] < t->arrives + 1) {
         S.xneed[w] = t->arrives + 1;
       }
       S.xblk[w] = mine;
+      const int32_t e = wep_[size_t(t->block * nw + t->warp)] + 1;
+      if (rec[t->warp] < e) rec[t->warp] = e;
     }
     if (S.inflight[w])
       fail(t, "access to " + byte_range(b, off, bytes) + " while a cp.async into them is in flight (issued by " +
@@ -576,6 +668,98 @@ void Cluster::cp_async_wait(Thread* t, int n) {
     }
     t->async_groups.pop_front();
   }
+}
+
+std::string Cluster::mbar_name(const Mbar& m) const {
+  std::ostringstream s;
+  s << "the mbarrier at shared byte " << m.off << " of block " << (index_ * nblocks_ + m.block) << " (phase "
+    << m.phase << " in progress, " << m.pending << " of " << m.count << " arrivals pending)";
+  return s.str();
+}
+
+// The mbarrier at bar's offset in block `rank` (bar: in this thread's shared memory, as mapa takes it).
+int Cluster::mbar_find(const Thread* t, const void* bar, int rank, const char* what) {
+  if (rank < 0 || rank >= nblocks_)
+    fail(t, std::string(what) + " an mbarrier of cluster rank " + std::to_string(rank) + " outside [0, " +
+                std::to_string(nblocks_) + ")");
+  const uintptr_t a = reinterpret_cast<uintptr_t>(bar), lo = reinterpret_cast<uintptr_t>(aligned(smem_[t->block]));
+  if (a < lo || a + 8 > lo + smem_bytes_ || (a - lo) % 8)
+    fail(t, std::string(what) + " an mbarrier that is not an 8-byte aligned object in this block's shared memory");
+  const auto it = mbar_at_.find({rank, a - lo});
+  if (it == mbar_at_.end()) {
+    std::ostringstream m;
+    m << what << " the mbarrier at shared byte " << (a - lo) << " of block rank " << rank
+      << ", which is not initialised (mbar_init)";
+    fail(t, m.str());
+  }
+  const Mbar& m = mbars_[size_t(it->second)];
+  if (int32_t(t->block * nthreads_ + t->tid) != m.init_thread && t->waits < m.init_need)
+    fail(t, std::string(what) + " " + mbar_name(m) +
+                " with no cluster barrier completed since its init (fence.mbarrier_init + a cluster barrier make "
+                "the init visible to the cluster)");
+  return it->second;
+}
+
+void Cluster::mbar_init(Thread* t, uint64_t* bar, int count) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(bar), lo = reinterpret_cast<uintptr_t>(aligned(smem_[t->block]));
+  if (a < lo || a + 8 > lo + smem_bytes_ || (a - lo) % 8)
+    fail(t, "mbar_init: the mbarrier must be an 8-byte aligned object in this block's shared memory");
+  if (count < 1 || count >= (1 << 20))
+    fail(t, "mbar_init: the arrival count must be in [1, 2^20 - 1], got " + std::to_string(count));
+  const uintptr_t off = a - lo;
+  if (mbar_at_.count({t->block, off}))
+    fail(t, "mbar_init: " + mbar_name(mbars_[size_t(mbar_at_[{t->block, off}])]) + " is initialised already");
+  Mbar m;
+  m.block = t->block;
+  m.off = off;
+  m.count = m.pending = count;
+  m.init_thread = int32_t(t->block * nthreads_ + t->tid);
+  m.init_need = t->arrives + 1;
+  m.acc.assign(size_t(nwarps_all_), 0);
+  m.rel[0].assign(size_t(nwarps_all_), 0);
+  m.rel[1].assign(size_t(nwarps_all_), 0);
+  mbar_at_[{t->block, off}] = int(mbars_.size());
+  mbars_.push_back(std::move(m));
+  shadow_[t->block].mbar_word[off / 4] = shadow_[t->block].mbar_word[off / 4 + 1] = 1;
+}
+
+// One arrival (release): what this thread's warp did before its epoch, and what this thread acquired.
+void Cluster::mbar_arrive(Thread* t, uint64_t* bar, int rank) {
+  const int i = mbar_find(t, bar, rank, "arrive on");
+  Mbar& m = mbars_[size_t(i)];
+  if (rank != t->block && done_[size_t(rank)] == nthreads_)
+    fail(t, "arrive on " + mbar_name(m) + ", whose block's threads have all exited");
+  if (nblocks_ > 1) {
+    const int32_t* k = know(t);
+    for (int w = 0; w < nwarps_all_; ++w) m.acc[size_t(w)] = std::max(m.acc[size_t(w)], k[w]);
+    const size_t own = size_t(t->block * (nthreads_ / 32) + t->warp);
+    m.acc[own] = std::max(m.acc[own], wep_[own]);
+  }
+  if (--m.pending == 0) {  // the last arrival completes the phase
+    m.rel[m.phase & 1] = m.acc;
+    std::fill(m.acc.begin(), m.acc.end(), 0);
+    ++m.phase;
+    m.pending = m.count;
+    ++stats_.mbarrier_phases;
+  }
+  // no yield (as cluster_arrive)
+}
+
+void Cluster::mbar_wait(Thread* t, uint64_t* bar, int parity) {
+  if (parity != 0 && parity != 1) fail(t, "mbar_wait_parity: the parity must be 0 or 1, got " + std::to_string(parity));
+  const int i = mbar_find(t, bar, t->block, "wait on");
+  const Mbar& m = mbars_[size_t(i)];
+  if ((m.phase & 1) != parity) {  // the phase of this parity before the current one completed: no wait
+    if (nblocks_ > 1) {
+      int32_t* k = know(t);
+      for (int w = 0; w < nwarps_all_; ++w) k[w] = std::max(k[w], m.rel[parity][size_t(w)]);
+    }
+    return;
+  }
+  t->state = Thread::AT_MBAR;
+  t->mbar = i;
+  t->mbar_parity = parity;
+  yield(t);  // released (and its clock joined with the phase's) by release_barriers
 }
 
 void* Cluster::resolve(const Thread* t, void* p, int rank) {

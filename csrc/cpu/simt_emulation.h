@@ -19,6 +19,23 @@
 //     before its own arrive (only guaranteed after the wait) sees, in one order or the other, the stale value, so
 //     the tests see it as a wrong result. Arrive twice, wait without arrive, cluster_sync() between arrive and
 //     wait, or exiting between them are reported as errors.
+//   - mbarriers (mbar_init / mbar_arrive_cluster / mbar_wait_parity): an mbarrier is an object at an 8-byte
+//     aligned offset of a block's shared memory (its words may not be read or written as data once initialised),
+//     with its arrival count, pending count and completed phases. Init by one thread; any other thread's use must
+//     follow a cluster barrier completed after the init (the fence + barrier of the PTX protocol). An arrive (on
+//     the mbarrier at the same offset in any block of the cluster, without yielding, like cluster_arrive) counts
+//     down; the last arrival completes the phase. A wait returns at once when the phase of that parity before
+//     the current one completed, else the fiber waits until it does; a wait that can never complete (an arrive
+//     missing) is reported as a deadlock naming the mbarrier (block, byte offset, phase, arrivals pending).
+//   - cluster order (nblocks > 1): a thread's access to a shared word that a thread of another block accessed
+//     last must be ordered after that access, by a cluster barrier completed since (the access before the
+//     accessor's next arrive), or by a chain of mbarrier phases: an arrive releases what the arriving thread's
+//     warp did before its last __syncwarp / block barrier / named barrier of the whole warp (warp epochs: the
+//     thread's own accesses since are not released, so a warp's lane arrives for the warp after __syncwarp), and
+//     what the thread acquired itself; a wait acquires what the phase's arrivals released; block and named
+//     barriers and __syncwarp join what their threads acquired (vector clocks over the cluster's warps). An
+//     access ordered by neither is reported. A block's shared memory may not be accessed (or arrived on) by a
+//     peer after every thread of the block exited.
 //   - shared memory: each block owns a buffer; sh()/ld4()/st4() check that the address lies in the block's (or, via
 //     map_rank, a cluster peer's) buffer and is aligned; in bank mode every warp access instruction (matched by
 //     call site and per-lane occurrence between two collectives) is replayed against 32 banks of 4 bytes:
@@ -58,6 +75,7 @@ struct Stats {
   int64_t block_barriers = 0;    // sync() completions, summed over blocks
   int64_t cluster_barriers = 0;  // cluster barrier phases completed (cluster_sync or arrive/wait), over clusters
   int64_t named_barriers = 0;
+  int64_t mbarrier_phases = 0;   // mbarrier phases completed, summed over the blocks' mbarriers
   int64_t warp_collectives = 0;  // shuffles and syncwarps, per warp
   int64_t smem_instructions = 0; // warp-wide shared-memory access instructions (bank mode)
   int64_t wavefronts = 0;        // their wavefronts
@@ -67,6 +85,7 @@ struct Stats {
     block_barriers += o.block_barriers;
     cluster_barriers += o.cluster_barriers;
     named_barriers += o.named_barriers;
+    mbarrier_phases += o.mbarrier_phases;
     warp_collectives += o.warp_collectives;
     smem_instructions += o.smem_instructions;
     wavefronts += o.wavefronts;
@@ -86,7 +105,7 @@ struct AsyncCopy {
 
 // One emulated thread.
 struct Thread {
-  enum State { READY, AT_WARP, AT_BAR, AT_NAMED, AT_CLUSTER, DONE };
+  enum State { READY, AT_WARP, AT_BAR, AT_NAMED, AT_CLUSTER, AT_MBAR, DONE };
   Cluster* cl = nullptr;
   int block = 0, tid = 0, lane = 0, warp = 0;
   State state = READY;
@@ -96,6 +115,7 @@ struct Thread {
   bool arrived = false;             // between cluster_arrive and cluster_wait
   int64_t arrive_phase = 0;         // the cluster barrier phase it arrived at
   int64_t arrives = 0, waits = 0;   // cluster barriers arrived at / waited for (completed) so far
+  int mbar = -1, mbar_parity = 0;   // the mbarrier (Cluster::mbars_ index) and phase parity waited for
   uint64_t value = 0;               // shuffle operand
   void* fiber = nullptr;            // saved context
   std::unordered_map<uintptr_t, int> site_count;  // bank mode: occurrences of each access site in this epoch
@@ -130,6 +150,9 @@ class Cluster {
   void cluster_barrier(Thread* t);
   void cluster_arrive(Thread* t);
   void cluster_wait(Thread* t);
+  void mbar_init(Thread* t, uint64_t* bar, int count);
+  void mbar_arrive(Thread* t, uint64_t* bar, int rank);
+  void mbar_wait(Thread* t, uint64_t* bar, int parity);
   void check(const Thread* t, const void* p, size_t bytes, size_t align, const char* what);
   void record(Thread* t, const void* p, int bytes, uintptr_t site);
   [[noreturn]] void fail(const Thread* t, const std::string& msg);
@@ -144,7 +167,23 @@ class Cluster {
     uint32_t mask = 0;
     uintptr_t addr[32];
   };
+  // An mbarrier (shared memory of block `block`, byte `off`).
+  struct Mbar {
+    int block = 0;
+    uintptr_t off = 0;
+    int count = 0, pending = 0;
+    int64_t phase = 0;               // phases completed
+    int32_t init_thread = 0;         // block * nthreads + tid of the initialising thread
+    int64_t init_need = 0;           // cluster waits another thread needs before using it (init's arrives + 1)
+    std::vector<int32_t> acc;        // what the current phase's arrivals released (warp epochs, per cluster warp)
+    std::vector<int32_t> rel[2];     // what the last completed phase of each parity released
+  };
   void yield(Thread* t);
+  int mbar_find(const Thread* t, const void* bar, int rank, const char* what);
+  std::string mbar_name(const Mbar& m) const;
+  int32_t* know(const Thread* t) { return &know_[size_t(t->block * nthreads_ + t->tid) * nwarps_all_]; }
+  void vc_join(Thread* const* ts, int n);
+  bool vc_covers(const Thread* t, int b, size_t w);
   void settle_warp(int block, int warp);
   void bank_epoch(int block, int warp);
   bool release_barriers();
@@ -180,9 +219,23 @@ class Cluster {
     // at next). sh() returns a reference, so loads count as accesses too (the kernels do no remote loads).
     std::vector<int32_t> xblk;
     std::vector<int64_t> xneed;
+    // ... and 1 + the warp epoch of each warp of that block's latest access in its run of accesses (words x warps):
+    // the mbarrier route of the order check; 1 on the words of an initialised mbarrier (no data access)
+    std::vector<int32_t> xrec;
+    std::vector<uint8_t> mbar_word;
     int32_t cur = 1;                // barrier epoch: block and cluster barriers completed + 1
   };
   std::vector<Shadow> shadow_;
+  // Cluster order by mbarriers (nblocks > 1): warp epochs (per cluster warp b * warps + w: __syncwarps and whole-warp
+  // block / named barriers completed), each thread's vector clock over the cluster's warps (know: the warp epochs
+  // below which that warp's accesses are ordered before the thread's present), the mbarriers, the exited blocks.
+  int nwarps_all_ = 0;
+  std::vector<int32_t> wep_;
+  std::vector<int32_t> know_;
+  std::vector<int32_t> join_;  // scratch
+  std::vector<Mbar> mbars_;
+  std::map<std::pair<int, uintptr_t>, int> mbar_at_;
+  std::vector<int> done_;      // exited threads per block
   void track(const Thread* t, int b, uintptr_t off, size_t bytes);
   void barrier_epoch(int b);
   std::string who_(int32_t g) const;
@@ -216,6 +269,9 @@ class EmuCtx {
   void cluster_sync() const { c_->cluster_barrier(t_); }
   void cluster_arrive() const { c_->cluster_arrive(t_); }
   void cluster_wait() const { c_->cluster_wait(t_); }
+  void mbar_init(uint64_t* bar, int count) const { c_->mbar_init(t_, bar, count); }
+  void mbar_arrive_cluster(uint64_t* bar, int rank) const { c_->mbar_arrive(t_, bar, rank); }
+  void mbar_wait_parity(uint64_t* bar, int parity) const { c_->mbar_wait(t_, bar, parity); }
   template <typename T>
   T* map_rank(T* p, int r) const {
     return static_cast<T*>(c_->resolve(t_, const_cast<void*>(static_cast<const void*>(p)), r));

@@ -68,6 +68,36 @@ void split_body(EmuCtx& ctx, float* s, bool early) {
 void split(EmuCtx& ctx, float* s) { split_body(ctx, s, false); }
 void split_early(EmuCtx& ctx, float* s) { split_body(ctx, s, true); }
 
+// mbarriers on a 2-block cluster of 2 warps, as the cluster WarpEngine exchanges (warp_linear.h, sync): a pair of
+// mbarriers per block, exchange n on mbarrier n & 1 (its phase n >> 1), every warp arriving on the mbarrier of both
+// blocks after __syncwarp (4 arrivals a phase), then waiting on its own block's. Exchange n (4 of them): each thread
+// stores v = 1000 n + (rank + 1) tid + 1 into the peer's slot n & 1 (floats 256 + 64 (n & 1)) and after the wait
+// copies its own slot (the peer's store) to floats 512 + 64 n. Variants (the emulation must report each): 1 reads
+// the slot before the wait; 2 waits on the wrong parity; 3 warp 1 of block 1 never arrives at exchange 0
+// (deadlock); 4 lane 0 arrives without the __syncwarp (the other lanes' stores are not released); 5 one slot for
+// every exchange (the peer's next store over a slot not read yet: write-after-read).
+void mbar_body(EmuCtx& ctx, float* s, int variant) {
+  const int r = ctx.cluster_rank(), t = ctx.tid();
+  uint64_t* bar = reinterpret_cast<uint64_t*>(s + 1000);  // bytes 4000-4015
+  if (t == 0) {
+    ctx.mbar_init(bar, 2 * ctx.nwarps());
+    ctx.mbar_init(bar + 1, 2 * ctx.nwarps());
+  }
+  ctx.cluster_sync();  // the init visible to the peer (and the weights' load in the kernels)
+  float* peer = ctx.map_rank(s, r ^ 1);
+  for (int n = 0; n < 4; ++n) {
+    const int slot = 256 + (variant == 5 ? 0 : 64 * (n & 1));
+    ctx.sh(peer + slot + t) = float(1000 * n + (r + 1) * t + 1);
+    if (variant != 4) ctx.syncwarp();
+    if (ctx.lane() == 0 && !(variant == 3 && n == 0 && r == 1 && ctx.warp() == 1))
+      for (int q = 0; q < 2; ++q) ctx.mbar_arrive_cluster(bar + (n & 1), q);
+    if (variant == 1) ctx.sh(s + 512 + 64 * n + t) = ctx.sh(s + slot + t);
+    ctx.mbar_wait_parity(bar + (n & 1), ((n >> 1) & 1) ^ (variant == 2 ? 1 : 0));
+    ctx.sh(s + 512 + 64 * n + t) = ctx.sh(s + slot + t);
+  }
+  ctx.cluster_sync();  // no block exits while its peer may still store into it or arrive on its mbarriers
+}
+
 void arrive_twice(EmuCtx& ctx, float*) {
   ctx.cluster_arrive();
   ctx.cluster_arrive();
@@ -178,6 +208,21 @@ at::Tensor simt_selftest(c10::string_view name_) {
     }
     at::Tensor out = at::empty({1, 512}, at::kFloat);
     memcpy(out.data_ptr<float>(), c.smem(0), 2048);
+    return out;
+  }
+  if (name.rfind("mbar", 0) == 0) {  // mbar, mbar_early, _parity, _noarrive, _nosyncwarp, _war
+    const char* variants[] = {"mbar", "mbar_early", "mbar_parity", "mbar_noarrive", "mbar_nosyncwarp", "mbar_war"};
+    int v = -1;
+    for (int i = 0; i < 6; ++i) v = name == variants[i] ? i : v;
+    TORCH_CHECK(v >= 0, "unknown self-test ", name);
+    emu::Cluster c(2, 64, 4096, false);
+    try {
+      c.run([&](EmuCtx& ctx) { mbar_body(ctx, reinterpret_cast<float*>(c.smem(ctx.cluster_rank())), v); }, 0);
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, e.what());
+    }
+    at::Tensor out = at::empty({2, 1000}, at::kFloat);  // the floats below the mbarriers
+    for (int b = 0; b < 2; ++b) memcpy(out[b].data_ptr<float>(), c.smem(b), 4000);
     return out;
   }
   const bool two = name == "cluster" || name == "split" || name == "split_early" || name == "arrive_twice" || name == "wait_alone" ||
