@@ -404,16 +404,24 @@ struct TileEngine : LocalEngine<T, Ctx> {
     } else {
       const int np = tile_pad(L.out, kTileTN);
       const auto stage = panel_stage(ctx, [&](T* P, int ldp, int k0, int kc) {
-        // element copies (the transpose): kk fastest, so a warp reads runs of kTileKC consecutive weights of two
-        // rows (L2 sectors used whole); each thread keeps its kk and steps o by nthreads / kTileKC (no division)
-        const int kk = ctx.tid() % kTileKC, os = ctx.nthreads() / kTileKC;
-        T* d = P + kk * ldp;
-        const T* src = W + k0 + kk;
-        for (int o = ctx.tid() / kTileKC; o < np; o += os) {
+        // element copies (the transpose), units idx = tid, tid + nthreads, ... of the kTileKC x np panel: kk = bits
+        // 0-2 and 5 of idx, o = bits 3-4 and 6 on, so a warp copies 8 k-rows x 4 outputs: it reads runs of 8
+        // consecutive weights of 4 rows (L2 sectors used whole) and its shared writes are conflict-free at the
+        // fp32 GEMM's stride (tile_panel_ld, 212 = 20 mod 32: 8 k-rows in 8 groups of 4 banks), 2-way at the
+        // tf32 GEMM's (mma_panel_ld, 200 = 8 mod 32); 16 k-rows x 2 outputs would be 2-way and 4-way. (kk, o)
+        // step with idx without a division: a multiple of 64 threads keeps kk, 32 more flip its bit 3.
+        const int nt = ctx.nthreads(), tid = ctx.tid(), os = nt >> 6 << 2;
+        const bool flip = (nt & 32) != 0;
+        int kk = (tid & 7) | ((tid >> 2) & 8);
+        for (int o = ((tid >> 3) & 3) | (tid >> 6 << 2); o < np; o += os) {
           if (o < L.out && kk < kc)
-            ctx.cp_async_elem(d + o, src + (int64_t)o * L.in);
+            ctx.cp_async_elem(P + kk * ldp + o, W + (int64_t)o * L.in + k0 + kk);
           else
-            ctx.sh(d + o) = T(0);
+            ctx.sh(P + kk * ldp + o) = T(0);
+          if (flip) {
+            if (kk & 8) o += 4;  // idx's bit 5 carries into o
+            kk ^= 8;
+          }
         }
       });
       gemm<false>(ctx, a, smem, X, ldx, L.out, L.in, stage, epi);  // 4 x 8 tiles (see gemm)
