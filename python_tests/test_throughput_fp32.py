@@ -77,7 +77,7 @@ def test_lane_map_partial_row_blocks_odd_column_groups(dtype):
 
 def test_lebm_tile_step_wavefronts():
     """Shared-memory wavefronts of one 32-chain LEBM tile-step on 256 threads (the emulation's bank model, one
-    step more minus one less): 49,054 (48,086 without conflicts; 780 conflicted instructions, 600 of them the A
+    step more minus one less): 48,680 (47,812 without conflicts; 680 conflicted instructions, 600 of them the A
     loads of each layer's pair-less last column group: N = 200 in 25 groups of 8, N = 100 in 13). The GEMMs'
     loads are 4 wavefronts per LDS.128 where a quarter-warp holds 4 row groups x 2 column groups (tile_item);
     with 8 consecutive row groups per quarter-warp rows r and r + 4 of A share banks at lda = 200 (69,854
@@ -90,8 +90,8 @@ def test_lebm_tile_step_wavefronts():
     st = [emulate(prior, y0, H.LangevinSchedule.lebm(steps=s), noise[2 - s:], tile=32, threads=256, sms=1,
                   banks=True)[1] for s in (1, 2)]
     step = {k: st[1][k] - st[0][k] for k in ("wavefronts", "ideal_wavefronts", "conflicted")}
-    assert step["ideal_wavefronts"] == 48086, step
-    assert step["wavefronts"] <= 49250 and step["conflicted"] <= 800, step
+    assert step["ideal_wavefronts"] == 47812, step
+    assert step["wavefronts"] <= 49250 and step["conflicted"] <= 700, step
 
 
 def test_several_passes_over_the_thread_tiles():

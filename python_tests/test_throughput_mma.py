@@ -24,14 +24,14 @@ ONE_SM = [1, 232448, 9]
 
 
 def emulate(prior, y0, schedule, precision, *, noise=None, cond=None, timesteps=None, seed=None, path="throughput",
-            threads=128, tile=16, device=ONE_SM, built=None):
+            threads=128, tile=16, device=ONE_SM, built=None, banks=False):
     params, program = built or P.build_program(prior, y0.dtype, y0.device)
     empty = y0.new_empty(0)
     rng = torch.tensor([seed or 0, 0], dtype=torch.int64)
     ts = timesteps if timesteps is not None else torch.empty(0, dtype=torch.int64)
     out, tr, st = torch.ops.hebm._latent_langevin_emulation(
         y0, cond if cond is not None else empty, params, program, schedule.coefficients(), list(schedule.K), ts,
-        noise if noise is not None else empty, rng, False, path, threads, tile, 0, False, list(device),
+        noise if noise is not None else empty, rng, False, path, threads, tile, 0, banks, list(device),
         PRECISIONS.index(precision))
     return out, st.tolist()
 
@@ -207,6 +207,27 @@ def test_own_noise_moments_match_the_density(precision):
     y, st = emulate(prior, y0, sch, precision, seed=2024, threads=32, tile=32, device=[4, 232448, 9])
     assert (st[0], st[1]) == (THROUGHPUT, 32)
     assert_moments(y, exact, base)
+
+
+@pytest.mark.parametrize("precision, ideal, most, conflicted", [("tf32", 12776, 16800, 3700),
+                                                                  ("bf16", 9022, 13200, 4000)])
+def test_lebm_tile_step_wavefronts(precision, ideal, most, conflicted):
+    """Shared-memory wavefronts of one 32-chain LEBM tile-step on 256 threads (the emulation's bank model, one step
+    more minus one less; cp.async's shared writes are not counted): tf32 16,596 (12,776 without conflicts; 3,676
+    conflicted instructions), bf16 13,060 (9,022; 3,974). The conflicts left are the A fragments' (rows lda = 100 /
+    200 words apart: 2-way) and the mma epilogues' scalar accesses. Both panels' row stride is mma_panel_ld (200 =
+    8 mod 32: the 4 rows of a B fragment in disjoint banks); tf32 on the fp32 GEMM's stride (212 = 20 mod 32: rows
+    t and t + 3 share banks) counted 24,290 with the forward staging's earlier lane map (7,444 more: the 2-way B
+    loads)."""
+    torch.manual_seed(4)
+    prior = lebm_prior("lrelu", torch.float32)
+    y0 = torch.randn(32, 100)
+    noise = torch.randn(2, 32, 100)
+    st = [emulate(prior, y0, H.LangevinSchedule.lebm(steps=s), precision, noise=noise[2 - s:], threads=256, tile=32,
+                  banks=True)[1] for s in (1, 2)]
+    wavefronts, ideal_wavefronts, n_conflicted = (st[1][i] - st[0][i] for i in (10, 11, 12))
+    assert ideal_wavefronts == ideal, (wavefronts, ideal_wavefronts, n_conflicted)
+    assert wavefronts <= most and n_conflicted <= conflicted, (wavefronts, ideal_wavefronts, n_conflicted)
 
 
 def test_plan_and_errors():

@@ -244,9 +244,10 @@ struct StagedEngine : LocalEngine<T, Ctx> {
     return c < kBlockMaxJC ? c : kBlockMaxJC;
   }
 
-  // H[r][j] = act(X[r] . W[j] + b[j] (+ tb[t_r][j])); DH = act' (* dyw[j] when given). One instantiation for every activation kind,
-  // dispatched per element in the epilogue (the loop is bound by the staging loads, not by that branch): one copy
-  // of this body per kind spilled on sm_90 once there were 8 kinds (docs/CUDA_KERNELS.md).
+  // H[r][j] = act(X[r] . W[j] + b[j] (+ tb[t_r][j])) (H null: not stored); DH = act' (* dyw[j] when given).
+  // One instantiation for every activation kind, dispatched per element in the epilogue (the loop is bound by the
+  // staging loads, not by that branch): one copy of this body per kind spilled on sm_90 once there were 8 kinds
+  // (docs/CUDA_KERNELS.md).
   HEBM_BLOCK_FN void forward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H, T* DH,
                              const int* trow, T slope, int act, const T* dyw = nullptr) const {
     const LinearDesc& L = a.prog.lin[jl];
@@ -270,7 +271,7 @@ struct StagedEngine : LocalEngine<T, Ctx> {
         T y, dy;
         HEBM_DISPATCH_ACT(act, A, (act_value_grad<A, T>(acc, slope, y, dy)));
         if (dyw) dy *= dyw[j];
-        ctx.sh(H + r * L.out + j) = y;
+        if (H) ctx.sh(H + r * L.out + j) = y;
         ctx.sh(DH + r * L.out + j) = dy;
       }
       if (j0 + jc < L.out) ctx.sync();  // the next chunk overwrites the stage (the walk syncs after the last)
@@ -363,7 +364,8 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, c
   // head's last hidden forward is a block barrier also on a cluster: that backward reads this block's rows of W
   // and of the delta dh * w_out, both written by this block. Only the energy reads every row of h[last] (stored by
   // the peers), and only the trace reads the energy:
-  //   - untraced, h[last] is not stored at all (nothing reads it) and no energy is computed;
+  //   - untraced, h[last] is not stored at all (nothing reads it, on any engine: every forward takes a null H)
+  //     and no energy is computed;
   //   - traced, the energy waits for the backward's exchange (every peer's H stores precede its arrive
   //     there); it is still done before the barrier ahead of every read of E (the next backward's, or the trace's
   //     settle barrier). No peer overwrites h[last] before it is read: the next store into it is the next step's
@@ -379,7 +381,7 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, c
     const T param = L.param >= 0 ? a.params[L.param] : T(0);  // the activation's slope / alpha / beta
     // the last hidden layer's delta dh * w_out is formed in its forward's epilogue (not in the backward's loop)
     const T* dyw = j == last ? w : nullptr;
-    T* H = j == last && own && !traced ? nullptr : smem + lay.h[j];
+    T* H = j == last && !traced ? nullptr : smem + lay.h[j];
     eng.forward(ctx, a, smem, j, X, ldx, H, smem + lay.dh[j], trow, param, L.act, dyw);
     if (j == last && local_last)
       eng.sync_local(ctx);

@@ -20,7 +20,8 @@
 //             rotated order (its scalar accesses in distinct banks).
 //   energy:   one warp per chain, shuffle sum.
 // Panels are padded to the MMA tile (16 columns: 100 -> 112, 200 -> 208; + 4 so that the 16 rows of a panel do
-// not fall in the same banks); the tensor-core variants (bf16 m16n8k16, tf32 m16n8k8) read the same panels.
+// not fall in the same banks); the tensor-core variants (bf16 m16n8k16, tf32 m16n8k8) stage the same rows at their
+// own stride (tile_mma.h: mma_panel_ld, LEBM 200) in the same buffers.
 #pragma once
 
 #include "block_sampler.h"
@@ -93,7 +94,10 @@ inline BlockLayout throughput_layout(const ProgramDesc& p, int tile) {
     L.ldw[j] = p.lin[j].in;
     L.rows[j] = p.lin[j].out;
   }
-  L.ws = 2 * kTileKC * tile_panel_ld(p);
+  // two fp32 panels at the fp32 GEMM's stride or the tensor-core GEMMs' (tile_mma.h: mma_panel_ld, 8 or 24 mod 32,
+  // up to 4 floats a row wider when pad(max_width, 8) is a multiple of 16 that pad(max_width, 16) does not exceed)
+  const int ld = tile_panel_ld(p) > mma_panel_ld(p.max_width) ? tile_panel_ld(p) : mma_panel_ld(p.max_width);
+  L.ws = 2 * kTileKC * ld;
   L.stage = take(L.ws);
   L.total = o;
   return L;
@@ -224,9 +228,9 @@ struct TileEngine : LocalEngine<T, Ctx> {
                           const Stage& stage, const Epi& epi) const {
     if constexpr (PREC == kPrecisionBf16) {
       gemm_mma<PREC>(ctx, a.lay.tile, reinterpret_cast<uint32_t*>(smem + a.lay.stage),
-                     bf16_panel_ldw(a.prog.max_width), A, lda, N, K, stage, epi);
+                     mma_panel_ld(a.prog.max_width), A, lda, N, K, stage, epi);
     } else if constexpr (PREC != kPrecisionFp32) {
-      gemm_mma<PREC>(ctx, a.lay.tile, smem + a.lay.stage, tile_panel_ld(a.prog), A, lda, N, K, stage, epi);
+      gemm_mma<PREC>(ctx, a.lay.tile, smem + a.lay.stage, mma_panel_ld(a.prog.max_width), A, lda, N, K, stage, epi);
     } else {
       if constexpr (kNarrow) {
         const int M = a.lay.tile;
@@ -358,8 +362,9 @@ struct TileEngine : LocalEngine<T, Ctx> {
     }
   }
 
-  // H[r][j] = act(X[r] . W[j] + b[j] (+ tb[t_r][j])); DH = act' (* dyw[j] when given). Panel k-rows:
-  // P[kk][o] = W[o][k0 + kk]. One instantiation per activation kind (the epilogue runs on the registers).
+  // H[r][j] = act(X[r] . W[j] + b[j] (+ tb[t_r][j])); DH = act' (* dyw[j] when given); H null: not stored
+  // (block_head: an untraced head's last hidden layer). Panel k-rows: P[kk][o] = W[o][k0 + kk]. One instantiation
+  // per activation kind (the epilogue runs on the registers).
   HEBM_BLOCK_FN void forward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H, T* DH,
                              const int* trow, T slope, int act, const T* dyw = nullptr) const {
     HEBM_DISPATCH_ACT(act, A, (forward_k<A>(ctx, a, smem, jl, X, ldx, H, DH, trow, slope, dyw)));
@@ -376,7 +381,7 @@ struct TileEngine : LocalEngine<T, Ctx> {
       T y, dy;
       act_value_grad<ACT, T>(v, slope, y, dy);
       if (dyw) dy *= dyw[j];
-      ctx.sh(H + r * L.out + j) = y;
+      if (H) ctx.sh(H + r * L.out + j) = y;
       ctx.sh(DH + r * L.out + j) = dy;
     };
     if constexpr (PREC == kPrecisionBf16) {
@@ -399,16 +404,24 @@ struct TileEngine : LocalEngine<T, Ctx> {
     } else {
       const int np = tile_pad(L.out, kTileTN);
       const auto stage = panel_stage(ctx, [&](T* P, int ldp, int k0, int kc) {
-        // element copies (the transpose): kk fastest, so a warp reads runs of kTileKC consecutive weights of two
-        // rows (L2 sectors used whole); each thread keeps its kk and steps o by nthreads / kTileKC (no division)
-        const int kk = ctx.tid() % kTileKC, os = ctx.nthreads() / kTileKC;
-        T* d = P + kk * ldp;
-        const T* src = W + k0 + kk;
-        for (int o = ctx.tid() / kTileKC; o < np; o += os) {
+        // element copies (the transpose), units idx = tid, tid + nthreads, ... of the kTileKC x np panel: kk = bits
+        // 0-2 and 5 of idx, o = bits 3-4 and 6 on, so a warp copies 8 k-rows x 4 outputs: it reads runs of 8
+        // consecutive weights of 4 rows (L2 sectors used whole) and its shared writes are conflict-free at the
+        // fp32 GEMM's stride (tile_panel_ld, 212 = 20 mod 32: 8 k-rows in 8 groups of 4 banks), 2-way at the
+        // tf32 GEMM's (mma_panel_ld, 200 = 8 mod 32); 16 k-rows x 2 outputs would be 2-way and 4-way. (kk, o)
+        // step with idx without a division: a multiple of 64 threads keeps kk, 32 more flip its bit 3.
+        const int nt = ctx.nthreads(), tid = ctx.tid(), os = nt >> 6 << 2;
+        const bool flip = (nt & 32) != 0;
+        int kk = (tid & 7) | ((tid >> 2) & 8);
+        for (int o = ((tid >> 3) & 3) | (tid >> 6 << 2); o < np; o += os) {
           if (o < L.out && kk < kc)
-            ctx.cp_async_elem(d + o, src + (int64_t)o * L.in);
+            ctx.cp_async_elem(P + kk * ldp + o, W + (int64_t)o * L.in + k0 + kk);
           else
-            ctx.sh(d + o) = T(0);
+            ctx.sh(P + kk * ldp + o) = T(0);
+          if (flip) {
+            if (kk & 8) o += 4;  // idx's bit 5 carries into o
+            kk ^= 8;
+          }
         }
       });
       gemm<false>(ctx, a, smem, X, ldx, L.out, L.in, stage, epi);  // 4 x 8 tiles (see gemm)

@@ -87,9 +87,11 @@ HEBM_HD uint32_t bf16_pair_word(const ProgramDesc& p, const float* params, int64
   return 0u;
 }
 
-// Word row stride of a bf16 panel: at least pad(width, 8), = 8 or 24 mod 32, so that the 4 word rows t = 0..3 of
-// a B fragment fall in 4 disjoint groups of 8 banks (one wavefront per LDS.32).
-HEBM_HD int bf16_panel_ldw(int width) {
+// Row stride of a tensor-core panel (bf16: word rows of packed k-pairs; tf32: fp32 k-rows): at least
+// pad(width, 8), = 8 or 24 mod 32, so that the 4 rows t = 0..3 of a B fragment (b0 row t, b1 row t + 4:
+// load_b_bf16_pairs, load_b_tf32) fall in 4 disjoint groups of 8 banks (one wavefront per LDS.32). The fp32
+// GEMM's tile_panel_ld (20 mod 32 at LEBM's 212) puts rows t and t + 3 in the same banks: 2-way.
+HEBM_HD int mma_panel_ld(int width) {
   const int n = (width + 7) / 8 * 8;
   return n % 16 == 0 ? n + 8 : n;
 }
@@ -113,8 +115,8 @@ struct MmaOperand<float> {
 };
 
 // Panel buffers (stages) of the prefetch: tf32 2 (fp32 panels, the fp32 GEMM's double buffer), bf16 3 (packed
-// panels are half the size: 3 x 8 x bf16_panel_ldw words fit the 2 x 16 x tile_panel_ld floats of the layout,
-// bf16_panel_ldw <= tile_panel_ld + 4).
+// panels are half the size). Both fit the layout's 2 x 16 x max(tile_panel_ld, mma_panel_ld) floats
+// (throughput_layout): tf32 2 x 16 x mma_panel_ld, bf16 3 x 8 x mma_panel_ld words.
 template <int PREC>
 constexpr int kMmaStages = PREC == kPrecisionBf16 ? 3 : 2;
 
