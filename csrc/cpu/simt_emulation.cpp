@@ -422,11 +422,7 @@ bool Cluster::release_barriers() {
     if (t.state == Thread::AT_MBAR) {
       const Mbar& m = mbars_[size_t(t.mbar)];
       if ((m.phase & 1) != t.mbar_parity) {
-        if (nblocks_ > 1) {
-          int32_t* k = know(&t);
-          const std::vector<int32_t>& r = m.rel[t.mbar_parity];
-          for (int w = 0; w < nwarps_all_; ++w) k[w] = std::max(k[w], r[size_t(w)]);
-        }
+        vc_acquire(&t, m.rel[t.mbar_parity]);
         t.state = Thread::READY;
         any = true;
       }
@@ -677,18 +673,34 @@ std::string Cluster::mbar_name(const Mbar& m) const {
   return s.str();
 }
 
+// The byte offset of the mbarrier bar in this thread's block's shared memory, or -1 when it is not an 8-byte
+// aligned object there.
+intptr_t Cluster::mbar_offset(const Thread* t, const void* bar) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(bar), lo = reinterpret_cast<uintptr_t>(aligned(smem_[t->block]));
+  if (a < lo || a + 8 > lo + smem_bytes_ || (a - lo) % 8) return -1;
+  return intptr_t(a - lo);
+}
+
+// A thread acquires what a completed mbarrier phase released (the warp epochs: its vector clock joins them).
+void Cluster::vc_acquire(const Thread* t, const std::vector<int32_t>& rel) {
+  if (nblocks_ < 2) return;
+  int32_t* k = know(t);
+  for (int w = 0; w < nwarps_all_; ++w) k[w] = std::max(k[w], rel[size_t(w)]);
+}
+
 // The mbarrier at bar's offset in block `rank` (bar: in this thread's shared memory, as mapa takes it).
 int Cluster::mbar_find(const Thread* t, const void* bar, int rank, const char* what) {
   if (rank < 0 || rank >= nblocks_)
     fail(t, std::string(what) + " an mbarrier of cluster rank " + std::to_string(rank) + " outside [0, " +
                 std::to_string(nblocks_) + ")");
-  const uintptr_t a = reinterpret_cast<uintptr_t>(bar), lo = reinterpret_cast<uintptr_t>(aligned(smem_[t->block]));
-  if (a < lo || a + 8 > lo + smem_bytes_ || (a - lo) % 8)
+  const intptr_t at = mbar_offset(t, bar);
+  if (at < 0)
     fail(t, std::string(what) + " an mbarrier that is not an 8-byte aligned object in this block's shared memory");
-  const auto it = mbar_at_.find({rank, a - lo});
+  const uintptr_t off = uintptr_t(at);
+  const auto it = mbar_at_.find({rank, off});
   if (it == mbar_at_.end()) {
     std::ostringstream m;
-    m << what << " the mbarrier at shared byte " << (a - lo) << " of block rank " << rank
+    m << what << " the mbarrier at shared byte " << off << " of block rank " << rank
       << ", which is not initialised (mbar_init)";
     fail(t, m.str());
   }
@@ -701,12 +713,11 @@ int Cluster::mbar_find(const Thread* t, const void* bar, int rank, const char* w
 }
 
 void Cluster::mbar_init(Thread* t, uint64_t* bar, int count) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(bar), lo = reinterpret_cast<uintptr_t>(aligned(smem_[t->block]));
-  if (a < lo || a + 8 > lo + smem_bytes_ || (a - lo) % 8)
-    fail(t, "mbar_init: the mbarrier must be an 8-byte aligned object in this block's shared memory");
+  const intptr_t at = mbar_offset(t, bar);
+  if (at < 0) fail(t, "mbar_init: the mbarrier must be an 8-byte aligned object in this block's shared memory");
+  const uintptr_t off = uintptr_t(at);
   if (count < 1 || count >= (1 << 20))
     fail(t, "mbar_init: the arrival count must be in [1, 2^20 - 1], got " + std::to_string(count));
-  const uintptr_t off = a - lo;
   if (mbar_at_.count({t->block, off}))
     fail(t, "mbar_init: " + mbar_name(mbars_[size_t(mbar_at_[{t->block, off}])]) + " is initialised already");
   Mbar m;
@@ -750,10 +761,7 @@ void Cluster::mbar_wait(Thread* t, uint64_t* bar, int parity) {
   const int i = mbar_find(t, bar, t->block, "wait on");
   const Mbar& m = mbars_[size_t(i)];
   if ((m.phase & 1) != parity) {  // the phase of this parity before the current one completed: no wait
-    if (nblocks_ > 1) {
-      int32_t* k = know(t);
-      for (int w = 0; w < nwarps_all_; ++w) k[w] = std::max(k[w], m.rel[parity][size_t(w)]);
-    }
+    vc_acquire(t, m.rel[parity]);
     return;
   }
   t->state = Thread::AT_MBAR;

@@ -183,6 +183,8 @@ class Cluster {
   std::string mbar_name(const Mbar& m) const;
   int32_t* know(const Thread* t) { return &know_[size_t(t->block * nthreads_ + t->tid) * nwarps_all_]; }
   void vc_join(Thread* const* ts, int n);
+  void vc_acquire(const Thread* t, const std::vector<int32_t>& rel);
+  intptr_t mbar_offset(const Thread* t, const void* bar);
   bool vc_covers(const Thread* t, int b, size_t w);
   void settle_warp(int block, int warp);
   void bank_epoch(int block, int warp);
