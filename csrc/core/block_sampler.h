@@ -56,7 +56,8 @@ struct BlockLayout {
   int h[kMaxLinears], dh[kMaxLinears];
   // Resident weights (WarpEngine): block rank r of the cluster holds rows [r * rows[j], ...) of linear j at w[j],
   // row stride ldw[j] (a multiple of 4: vector loads); w[j] = -1 for linears read from global memory (the output
-  // row of a head).
+  // row of a head). Precision bf16 (a layout for float chains): the rows as packed bf16 k-pairs, ldw[j] in 32-bit
+  // words = ceil(in / 8) x 4 (one 16-byte load: 8 weights), half the fp32 rows' bytes (WarpEngine::load).
   int w[kMaxLinears], ldw[kMaxLinears], rows[kMaxLinears];
   int part;     // cluster: [2 parities][cluster ranks][tile * max_width] partial sums of the backward
   int mbar;     // cluster: the walk's 2 exchange mbarriers (2 x 8 bytes, WarpEngine::sync), or -1
@@ -80,9 +81,10 @@ HEBM_HD int backward_warps(int warps) { return warps < kBackwardWarps ? warps : 
 HEBM_HD int part_slot(int tile, int max_width) { return (tile * max_width + 3) / 4 * 4; }
 
 // Layout of the per-chain state (every path), then the staging area (ws > 0) or the resident weights (and the
-// row-owner backward's per-warp partial sums: backward_warps(warps), 4 for the launcher's 8 warps).
+// row-owner backward's per-warp partial sums: backward_warps(warps), 4 for the launcher's 8 warps); precision
+// (core::Precision) the resident weights' (bf16: packed pairs, see ldw).
 inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool resident = false, int cluster = 1,
-                                int warps = 8) {
+                                int warps = 8, int precision = kPrecisionFp32) {
   BlockLayout L;
   L.tile = tile;
   L.ws = ws;
@@ -115,7 +117,7 @@ inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool res
   L.wpart = resident ? take(backward_warps(warps) * tile * L.wld) : -1;
   for (int j = 0; j < p.n_lin; ++j) {
     L.w[j] = -1;
-    L.ldw[j] = (p.lin[j].in + 3) / 4 * 4;
+    L.ldw[j] = resident && precision == kPrecisionBf16 ? (p.lin[j].in + 7) / 8 * 4 : (p.lin[j].in + 3) / 4 * 4;
     L.rows[j] = (p.lin[j].out + cluster - 1) / cluster;
   }
   if (resident) {

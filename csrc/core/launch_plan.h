@@ -9,9 +9,12 @@
 //   PATH_STAGED   (v1): weights staged per layer in chunks; taken only when no v2 path fits, with the reason.
 //   PATH_THROUGHPUT (v2, large B): persistent blocks over tiles of up to 32 chains, register-tiled GEMMs on
 //                 weight panels staged from L2 (csrc/core/tile_linear.h); taken when B is more than one wave of
-//                 the latency paths (B > SMs x 4 chains) and a tile of at least 4 chains fits; at precision
-//                 tf32 / bf16 always (its tensor-core GEMM, tile_mma.h, is the only reduced-precision kernel),
-//                 tiles of 16 or 32 chains.
+//                 the latency paths (B > SMs x 4 chains) and a tile of at least 4 chains fits (tf32 / bf16: its
+//                 tensor-core GEMM, tile_mma.h, tiles of 16 or 32 chains).
+// Precision tf32 / bf16 runs on the throughput path and on the two resident latency paths (WarpEngine: operands
+// rounded, bf16 weights resident as packed pairs, half the bytes), chosen by B as fp32 is; the streamed and
+// staged paths are fp32 only, so a reduced-precision program that fits neither resident nor a cluster takes the
+// throughput path at any B.
 #pragma once
 
 #include <stdint.h>
@@ -51,9 +54,10 @@ constexpr int kWarpThreads = 256;   // 8 warps: rows of a 200-wide layer are 25 
 constexpr int kStagedThreads = 256;
 constexpr int kStreamL2Share = 3;   // streamed: about sms / 3 blocks saturate the L2 (see want_streamed)
 
-// The weights a v2 path keeps resident (elements, with the row padding), over `cluster` blocks.
-inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster) {
-  const BlockLayout L = block_layout(p, 1, 0, true, cluster);
+// The weights a v2 path keeps resident (elements of 4 bytes for float chains, with the row padding), over
+// `cluster` blocks.
+inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster, int precision = kPrecisionFp32) {
+  const BlockLayout L = block_layout(p, 1, 0, true, cluster, 8, precision);
   int64_t n = 0;
   for (int j = 0; j < p.n_lin; ++j)
     if (L.w[j] >= 0) n += int64_t(L.rows[j]) * L.ldw[j];
@@ -61,8 +65,9 @@ inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster) {
 }
 
 // The planner's model of one Langevin step of a cluster block (clock cycles, H200; docs/CUDA_KERNELS.md, "the
-// cluster size"): what differs between cluster sizes for the same B. Per resident linear: its weights read twice
-// (forward, backward) at 128 B per clock; the row-owner backward's per-warp partial sums written and read back
+// cluster size"): what differs between cluster sizes for the same B (cs = 1: the resident path, its barriers
+// block barriers). Per resident linear: its weights read twice (forward, backward) at 128 B per clock (the
+// precision's bytes: bf16 rows are half the fp32 rows, BlockLayout::ldw); the row-owner backward's per-warp partial sums written and read back
 // (2 x backward_warps x C x in floats: 4 of the launcher's 8 warps) and this rank's slot stored into the
 // consumer blocks (G: all CS; DOUT: one); the forward's epilogue stores of H into every block (one instruction per
 // batch of rows and block); one exchange per backward and per forward (WarpEngine::sync: the mbarriers' release
@@ -72,8 +77,8 @@ inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster) {
 // this block (block_head: its row-owner backward reads only the block's own rows; only the traced energy reads
 // that H). The FMA work per SM is the same (C x rows per block is B / clusters x out / CS either way) and is left
 // out.
-inline double cluster_step_clk(const ProgramDesc& p, int C, int cs, int warps = 8) {
-  const BlockLayout L = block_layout(p, C, 0, true, cs, warps);
+inline double cluster_step_clk(const ProgramDesc& p, int C, int cs, int warps = 8, int precision = kPrecisionFp32) {
+  const BlockLayout L = block_layout(p, C, 0, true, cs, warps, precision);
   double clk = 0;
   for (int j = 0; j < p.n_lin; ++j) {
     if (L.w[j] < 0) continue;
@@ -86,7 +91,7 @@ inline double cluster_step_clk(const ProgramDesc& p, int C, int cs, int warps = 
       first = first || net.first == j;
       local_fwd = local_fwd || (net.role == NET_HEAD && net.n_lin >= 2 && j == net.first + net.n_lin - 2);
     }
-    const double exchange = 250;
+    const double exchange = cs > 1 ? 250 : 100;  // one block: block barriers
     const int R = C <= 2 ? 8 : 2;  // WarpEngine::forward_rows's rows per batch
     const double batches = double(((int(rows) + warps - 1) / warps + R - 1) / R * warps);
     clk += 2 * rows * L.ldw[j] * 4 / 128                    // weights: forward + backward
@@ -101,9 +106,11 @@ inline double cluster_step_clk(const ProgramDesc& p, int C, int cs, int warps = 
 // path_request: -1 choose, else the path to take (the emulation tests force each one); tile_request: 0 choose.
 // cluster_request: PATH_CLUSTER's blocks per cluster (2 or 4; 0 choose); warps: per block in the layout (the
 // launcher's 8; the emulation runs other block sizes).
-// precision (core::Precision): tf32 / bf16 exist on the throughput path only (its tensor-core GEMM, tile_mma.h),
-// so they take it at any B (tiles of 16 or 32 chains); P.tile = 0 there when not even 16 chains fit (the callers
-// report it, naming the precision).
+// precision (core::Precision): tf32 / bf16 choose by B as fp32 does between the throughput path (its tensor-core
+// GEMM, tiles of 16 or 32 chains) and the resident / cluster paths (WarpEngine's rounded operands, bf16 weights
+// at half the bytes, so the layouts and cluster_step_clk count the precision's bytes); the streamed and staged
+// paths are fp32 only: a reduced-precision program that fits neither resident nor a cluster takes the throughput
+// path at any B, with P.tile = 0 when not even 16 chains fit (the callers report it, naming the precision).
 inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps& d, int elem, int path_request = -1,
                               int tile_request = 0, int cluster_request = 0, int warps = kWarpThreads / 32,
                               int precision = kPrecisionFp32) {
@@ -122,7 +129,7 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
     P.path = path;
     P.tile = c;
     P.cluster = cs;
-    P.lay = block_layout(p, c, 0, true, cs, warps);
+    P.lay = block_layout(p, c, 0, true, cs, warps, precision);
     P.tiles = (B + c - 1) / c;
     P.blocks = P.tiles * cs;
     P.smem_bytes = int64_t(P.lay.total) * elem;
@@ -157,20 +164,24 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
   // Large B: the latency paths would run more than one wave of blocks, the step is compute-bound, the
   // throughput path's register-tiled GEMMs over tiles of up to 32 chains win (docs/CUDA_KERNELS.md).
   const bool mma = precision != kPrecisionFp32;
-  if (path_request == PATH_THROUGHPUT || (path_request < 0 && (mma || B > int64_t(d.sms) * kWarpMaxChains))) {
-    const int t = tile_request > 0 ? tile_request : throughput_tile(p, B, d.sms, budget, elem, precision);
-    if (t > 0 || path_request == PATH_THROUGHPUT || mma) {
-      P.path = PATH_THROUGHPUT;
-      P.tile = t;
-      P.cluster = 1;
-      P.threads = kTileThreads;
-      P.lay = throughput_layout(p, t > 0 ? t : tile_quantum(precision));
-      P.tiles = t > 0 ? (B + t - 1) / t : 0;
-      P.blocks = P.tiles < d.sms ? P.tiles : d.sms;
-      P.smem_bytes = int64_t(P.lay.total) * elem;
+  auto make_throughput = [&](int t) {
+    P.path = PATH_THROUGHPUT;
+    P.tile = t;
+    P.cluster = 1;
+    P.threads = kTileThreads;
+    P.lay = throughput_layout(p, t > 0 ? t : tile_quantum(precision));
+    P.tiles = t > 0 ? (B + t - 1) / t : 0;
+    P.blocks = P.tiles < d.sms ? P.tiles : d.sms;
+    P.smem_bytes = int64_t(P.lay.total) * elem;
+  };
+  const int t_req = tile_request > 0 ? tile_request : 0;
+  if (path_request == PATH_THROUGHPUT || (path_request < 0 && B > int64_t(d.sms) * kWarpMaxChains)) {
+    const int t = t_req > 0 ? t_req : throughput_tile(p, B, d.sms, budget, elem, precision);
+    if (t > 0 || path_request == PATH_THROUGHPUT) {
+      make_throughput(t);
       return P;
     }
-    // not even kTileTM chains fit one block with its panels: the latency paths below take it
+    // not even a tile (4 chains; tf32 / bf16: 16) fits one block with its panels: the latency paths below take it
   }
   // v2 on one block, then on a 2-block cluster, then streamed: the most chains per block (up to one wave's need)
   // that fit; a forced path (the emulation's tests) takes the requested tile whatever the budget.
@@ -184,32 +195,45 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
     return P;
   }
   if (path_request < 0) {
+    // the most chains per block (up to one wave's need) that fit one block, 2 and 4 blocks (clusters: sm_90);
+    // of the clusters, the cheaper launch by cluster_step_clk x waves (4 blocks: half the weights per SM, twice
+    // the chains per block for the same B; more than one wave once B > SMs chains). fp32 takes one block
+    // whenever it fits (its plans as before); tf32 / bf16 weigh one block against the clusters by the same model
+    // (bf16 fits programs on one block that fp32 splits: LEBM's 121 KB, where a 4-block cluster's quarter of
+    // the rows per block is the cheaper step: docs/CUDA_KERNELS.md, "Reduced precision on the latency paths").
+    int best = 0, bc = 0;
+    double bclk = 0;
     for (int c = want(1); c >= 1; --c) {
-      if (make(PATH_RESIDENT, c, 1)) return P;
+      if (make(PATH_RESIDENT, c, 1)) {
+        if (!mma) return P;
+        const int64_t waves = (P.blocks + d.sms - 1) / (d.sms > 0 ? d.sms : 1);
+        best = 1, bc = c, bclk = cluster_step_clk(p, c, 1, warps, precision) * double(waves);
+        break;
+      }
       if (tile_request > 0) break;
     }
     if (d.cc_major >= 9) {
-      // the most chains per block (up to one wave's need) that fit 2 and 4 blocks; of the two, the cheaper launch
-      // by cluster_step_clk x waves (4 blocks: half the weights per SM, twice the chains per block for the same
-      // B; more than one wave once B > SMs chains)
-      int best = 0, bc = 0;
-      double bclk = 0;
       for (int cs = 2; cs <= 4; cs += 2) {
         if (cluster_request > 0 && cs != cluster_request) continue;
         for (int c = want(cs); c >= 1; --c) {
           if (make(PATH_CLUSTER, c, cs)) {
             const int64_t waves = (P.blocks + d.sms - 1) / (d.sms > 0 ? d.sms : 1);
-            const double clk = cluster_step_clk(p, c, cs, warps) * double(waves);
+            const double clk = cluster_step_clk(p, c, cs, warps, precision) * double(waves);
             if (best == 0 || clk < bclk) best = cs, bc = c, bclk = clk;
             break;
           }
           if (tile_request > 0) break;
         }
       }
-      if (best > 0) {
-        make(PATH_CLUSTER, bc, best);
-        return P;
-      }
+    }
+    if (best > 0) {
+      make(best > 1 ? PATH_CLUSTER : PATH_RESIDENT, bc, best);
+      return P;
+    }
+    // tf32 / bf16: the streamed and staged paths are fp32 only
+    if (mma) {
+      make_throughput(t_req > 0 ? t_req : throughput_tile(p, B, d.sms, budget, elem, precision));
+      return P;
     }
     if (d.cc_major >= 8)
       for (int c = want_streamed(); c >= 1; --c) {
@@ -256,20 +280,23 @@ inline LaunchPlan plan_launch(const ProgramDesc& p, int64_t B, const DeviceProps
   return P;
 }
 
-// Why plan P cannot run `precision` (a message naming it, written into buf), or nullptr: tf32 / bf16 are the
-// throughput path's tensor-core GEMM (mma.sync: compute capability 8.0 and newer), on tiles of 16 or 32 chains.
-// The CUDA launcher and the emulation both ask it, so the tests see the launcher's errors.
+// Why plan P cannot run `precision` (a message naming it, written into buf), or nullptr: tf32 / bf16 run on the
+// throughput path's tensor-core GEMM (mma.sync), on tiles of 16 or 32 chains, and on the resident and cluster
+// paths (WarpEngine's rounded SIMT operands); compute capability 8.0 and newer (mma.sync, cvt.rn.bf16x2: the
+// kernels are built for sm_80 and sm_90). The streamed and staged paths are fp32 only (plan_launch never picks
+// them at reduced precision; a forced path, the emulation's tests, gets this error). The CUDA launcher and the
+// emulation both ask it, so the tests see the launcher's errors.
 inline const char* precision_plan_error(const LaunchPlan& P, const ProgramDesc& p, const DeviceProps& d, int elem,
                                         int precision, char* buf, size_t n) {
   if (precision == kPrecisionFp32) return nullptr;
   const char* name = precision == kPrecisionTf32 ? "tf32" : "bf16";
   if (d.cc_major < 8)
-    snprintf(buf, n, "precision='%s' needs tensor cores with mma.sync (compute capability 8.0 or newer), this device "
-             "is %d.x: use precision='fp32'", name, d.cc_major);
-  else if (P.path != PATH_THROUGHPUT)
-    snprintf(buf, n, "precision='%s' runs on the throughput path only (its tensor-core GEMM); the latency paths "
-             "(resident, cluster, streamed, staged) are fp32: use precision='fp32' for them", name);
-  else if (P.tile < kMmaM || P.tile % kMmaM != 0)
+    snprintf(buf, n, "precision='%s' needs compute capability 8.0 or newer (tensor cores with mma.sync, bf16 "
+             "conversions), this device is %d.x: use precision='fp32'", name, d.cc_major);
+  else if (P.path == PATH_STREAMED || P.path == PATH_STAGED)
+    snprintf(buf, n, "precision='%s' runs on the throughput, resident and cluster paths; the %s path is fp32 only: "
+             "use precision='fp32' for it", name, P.path == PATH_STREAMED ? "streamed" : "staged");
+  else if (P.path == PATH_THROUGHPUT && (P.tile < kMmaM || P.tile % kMmaM != 0))
     snprintf(buf, n, "precision='%s' runs the throughput path on tiles of a multiple of %d chains (the mma's rows); "
              "%s (%lld bytes of shared memory for %d chains, the device has %d per block): use precision='fp32'",
              name, kMmaM, P.tile == 0 ? "not even 16 chains of this program fit with the weight panels" :

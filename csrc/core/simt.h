@@ -347,6 +347,18 @@ HEBM_HD uint32_t tf32_bits(float x) {
 }
 HEBM_HD float tf32_round(float x) { return bits_float(tf32_bits(x)); }
 
+// x rounded to a matmul operand at `precision` (fp32: x itself), the rounding of the fragment loads below: the
+// latency engine's SIMT products (WarpEngine, warp_linear.h) round their operands with it.
+template <typename T>
+HEBM_HD T round_operand(T x, int precision) {
+  if (precision == kPrecisionBf16) return T(bf16_round(float(x)));
+  if (precision == kPrecisionTf32) return T(tf32_round(float(x)));
+  return x;
+}
+// The two bf16 values of a packed word (pack_bf16x2: the lower in bits 0-15) as floats (exact).
+HEBM_HD float bf16_lo(uint32_t w) { return bits_float(w << 16); }
+HEBM_HD float bf16_hi(uint32_t w) { return bits_float(w & 0xffff0000u); }
+
 // Fragment layouts of the PTX ISA ("Matrix fragments for mma.m16n8k16 / mma.m16n8k8"), with g = lane >> 2 and
 // t = lane & 3; a bf16 register holds two elements, the lower-indexed one in bits 0-15:
 //   m16n8k16 bf16   a0 = A[g][2t, 2t+1]  a1 = A[g+8][2t, 2t+1]  a2 = A[g][2t+8, 2t+9]  a3 = A[g+8][2t+8, 2t+9]

@@ -27,6 +27,23 @@
 //             gradient. No remote loads, one named barrier and one walk barrier per backward.
 //   backward_column (the streamed path's core, streamed_linear.h): lanes own input columns, 4 rows at a time.
 //   energy:   warp c reduces chain c's output row (a head's energy) by a shuffle sum.
+//   precision (BlockArgs::precision, a run-time branch uniform over the launch: no more instantiations; float
+//             chains only): the products' operands rounded as the eager reference's matmuls round them
+//             (reference.py _ReducedPrecisionMatmuls) and as the throughput path's tensor-core GEMM does
+//             (tile_mma.h), with the same rounding functions (simt.h: round_operand, pack_bf16x2) and fp32 sums:
+//             the forward's inputs X and the backward's incoming deltas (the linear's output gradient, after
+//             the chain rule's DHprev and a cluster's rank sum) when a lane loads them into registers, the
+//             weights once in load(). tf32: resident weights fp32, rounded to tf32. bf16: resident as packed
+//             pairs (pack_bf16x2, lower k in bits 0-15; BlockLayout::ldw in words), a pass of n <= 256 inputs as
+//             lane chunks: n > 128, chunk l 16 bytes holding inputs 4 l .. 4 l + 3 and hh + 4 l .. hh + 4 l + 3
+//             (bf16_half: hh = 4 ceil(n / 8); fp32 rows: hh = 128), so lane l's one 16-byte load of a row gives
+//             its 8 inputs, while its inputs X and partial sums stay two runs of consecutive 16-byte words
+//             (conflict-free, as fp32's), lanes l >= hh / 4 holding none; n <= 128 (bf16_narrow), chunk l 8
+//             bytes holding 4 l .. 4 l + 3, fp32's lane map (4 inputs a lane: 8 would double the FMA and unpack
+//             instructions per row on half the lanes for no fewer wavefronts). Either way half the fp32 rows'
+//             weight wavefronts (in = 100: 2 a row, not 4; 200: 4, not 7). As on the throughput path, what is
+//             not a resident linear stays fp32: a head's output row (the energy and the delta dh * w_out), the
+//             time biases, the elementwise parts.
 #pragma once
 
 #include "block_sampler.h"
@@ -118,6 +135,31 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   HEBM_BLOCK_FN bool backward_reads_own_rows() const { return true; }
 
   HEBM_BLOCK_FN int slot(const BlockArgs<T>& a) const { return part_slot(a.lay.tile, a.prog.max_width); }
+  // The matmuls' precision (core::Precision); fp32 for double chains (the callers reject reduced precision there).
+  static HEBM_BLOCK_FN int prec(const BlockArgs<T>& a) { return sizeof(T) == 4 ? a.precision : kPrecisionFp32; }
+  // bf16 rows (the header): whether pass `pass` holds at most 128 inputs (8-byte lane chunks, fp32's lane map),
+  // and the offset of a pass's second input half in a lane's registers (fp32 rows and narrow passes 128; wide
+  // bf16 passes 4 ceil(n / 8) for the pass's n inputs, chunk l holding 4 l .. 4 l + 3 and hh + 4 l .. hh + 4 l + 3).
+  static HEBM_BLOCK_FN bool bf16_narrow(int in, int pass) { return in - pass * kWarpInputsInRegs <= 128; }
+  static HEBM_BLOCK_FN int bf16_half(int in, int pass, bool wb) {
+    if (!wb || bf16_narrow(in, pass)) return 128;
+    const int n = in - pass * kWarpInputsInRegs;
+    return ((n < kWarpInputsInRegs ? n : kWarpInputsInRegs) + 7) / 8 * 4;
+  }
+  // Lane l's bf16 weights of pass `pass` of the resident row at Wr (words): w[m][q] is input kin(pass, m) + q
+  // (forward_rows); a narrow pass one 8-byte load (w[1] left unset), a wide one a 16-byte load.
+  HEBM_BLOCK_FN void bf16_weights(Ctx& ctx, const uint32_t* Wr, int pass, bool narrow, T w[2][4]) const {
+    const int lane = ctx.lane();
+    if (narrow) {
+      const uint64_t v = ctx.sh(reinterpret_cast<const uint64_t*>(Wr + pass * 128 + 2 * lane));
+      const uint32_t u0 = uint32_t(v), u1 = uint32_t(v >> 32);
+      w[0][0] = bf16_lo(u0), w[0][1] = bf16_hi(u0), w[0][2] = bf16_lo(u1), w[0][3] = bf16_hi(u1);
+    } else {
+      const Vec4<uint32_t> u = ctx.ld4(Wr + pass * 128 + 4 * lane);
+      w[0][0] = bf16_lo(u.x), w[0][1] = bf16_hi(u.x), w[0][2] = bf16_lo(u.y), w[0][3] = bf16_hi(u.y);
+      w[1][0] = bf16_lo(u.z), w[1][1] = bf16_hi(u.z), w[1][2] = bf16_lo(u.w), w[1][3] = bf16_hi(u.w);
+    }
+  }
 
   // Adds a pending gradient into its G (every thread its share; the caller puts a barrier before G is read).
   HEBM_BLOCK_FN bool settle(Ctx& ctx, const BlockArgs<T>& a) const {
@@ -163,7 +205,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   }
   HEBM_BLOCK_FN void drop_pending() const { pend = PEND_NONE; }
 
-  // This block's rows of every resident linear, zero-padded to the row stride (once per launch).
+  // This block's rows of every resident linear, zero-padded to the row stride (once per launch): tf32 rounded,
+  // bf16 packed pairs in the lane chunks of the header (bf16_narrow, bf16_half).
   // On a cluster also the exchanges' mbarriers (thread 0; the walk's cluster barrier after the load orders the init
   // before the peers' first arrive).
   HEBM_BLOCK_FN void load(Ctx& ctx, const BlockArgs<T>& a, T* smem) const {
@@ -180,11 +223,24 @@ struct WarpEngine : EngineJobs<T, Ctx> {
       const int r0 = rank * a.lay.rows[j];
       int n = (L.out - r0) < a.lay.rows[j] ? (L.out - r0) : a.lay.rows[j];
       if (n < 0) n = 0;
-      const int ld = a.lay.ldw[j];
+      const int ld = a.lay.ldw[j], pr = prec(a);
       const T* W = a.params + L.w + (int64_t)r0 * L.in;
-      for (int idx = ctx.tid(); idx < n * ld; idx += ctx.nthreads()) {
-        const int rr = idx / ld, k = idx - rr * ld;
-        ctx.sh(smem + a.lay.w[j] + idx) = k < L.in ? W[(int64_t)rr * L.in + k] : T(0);
+      if (pr == kPrecisionBf16) {
+        uint32_t* Wsh = reinterpret_cast<uint32_t*>(smem + a.lay.w[j]);
+        for (int idx = ctx.tid(); idx < n * ld; idx += ctx.nthreads()) {
+          // word e of lane l's chunk of pass p (128 words a full pass): inputs (k, k + 1)
+          const int rr = idx / ld, wd = idx - rr * ld, pass = wd / 128;
+          const bool nar = bf16_narrow(L.in, pass);
+          const int l = (wd % 128) / (nar ? 2 : 4), e = wd % (nar ? 2 : 4);
+          const int k = pass * kWarpInputsInRegs + (e < 2 ? 0 : bf16_half(L.in, pass, true)) + 4 * l + 2 * (e & 1);
+          const T* w = W + (int64_t)rr * L.in + k;
+          ctx.sh(Wsh + idx) = pack_bf16x2(k < L.in ? float(w[0]) : 0.f, k + 1 < L.in ? float(w[1]) : 0.f);
+        }
+      } else {
+        for (int idx = ctx.tid(); idx < n * ld; idx += ctx.nthreads()) {
+          const int rr = idx / ld, k = idx - rr * ld;
+          ctx.sh(smem + a.lay.w[j] + idx) = k < L.in ? round_operand(W[(int64_t)rr * L.in + k], pr) : T(0);
+        }
       }
     }
   }
@@ -210,7 +266,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
                                const int* trow, T slope, const T* dyw) const {
     int r0, r1;
     own_rows(a, jl, r0, r1);
-    forward_rows<A>(ctx, a, smem, jl, smem + a.lay.w[jl], r0, r1 - r0, X, ldx, H, DH, trow, slope, dyw);
+    forward_rows<A>(ctx, a, smem, jl, smem + a.lay.w[jl], r0, r1 - r0, X, ldx, H, DH, trow, slope, dyw, prec(a));
   }
 
   // The forward core: output rows [r0, r0 + nrows) of linear jl, row r0 + jr of the weights at Ws + jr * ldw in
@@ -218,14 +274,20 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   // (+ tb[t_c][j])), DH = act' (* dyw[j] when given; H may be null: an untraced head's last hidden layer, whose H
   // nothing reads, block_head); on a cluster H also into every other block, DH only when jl
   // is a net's output linear (a ladder conditional's mu / sigma, read elementwise by every block; a hidden layer's
-  // DH is read by the row-owner backward for the rows this block owns).
+  // DH is read by the row-owner backward for the rows this block owns). pr: the precision (X rounded at load;
+  // bf16: Ws packed pairs in chunks, bf16_half, row stride ldw words; the streamed engine's fp32 chunks: fp32).
   template <int A>
   HEBM_BLOCK_FN void forward_rows(Ctx& ctx, const BlockArgs<T>& a, const T* smem, int jl, const T* Ws, int r0,
                                   int nrows, const T* X, int ldx, T* H, T* DH, const int* trow, T slope,
-                                  const T* dyw) const {
+                                  const T* dyw, int pr = kPrecisionFp32) const {
     const LinearDesc& L = a.prog.lin[jl];
     const int ldw = a.lay.ldw[jl];
     const int lane = ctx.lane();
+    const bool wb = pr == kPrecisionBf16;
+    // the lane's inputs k0 .. k0 + 3 of half m of a pass (bf16: both halves in one packed 16-byte chunk)
+    auto kin = [&](int pass, int m) {
+      return pass * kWarpInputsInRegs + m * bf16_half(L.in, pass, wb) + 4 * lane;
+    };
     const int npass = (L.in + kWarpInputsInRegs - 1) / kWarpInputsInRegs;
     T xr[C][2][4];
     // the inputs' rows start 16-byte aligned (hidden layers; a head's slice when its offset and D are multiples of 4)
@@ -243,10 +305,11 @@ struct WarpEngine : EngineJobs<T, Ctx> {
       HEBM_UNROLL
       for (int t = 0; t < NP; ++t) acc[t] = T(0);
       for (int pass = 0; pass < npass; ++pass) {
+        const bool on = 4 * lane < bf16_half(L.in, pass, wb);  // (fp32: every lane)
         if (npass > 1 || i0 == jbeg) {
           HEBM_UNROLL
           for (int m = 0; m < 2; ++m) {
-            const int k0 = pass * kWarpInputsInRegs + m * 128 + 4 * lane;
+            const int k0 = on ? kin(pass, m) : L.in;  // a lane without inputs: zeros
             HEBM_UNROLL
             for (int c = 0; c < C; ++c) {
               if (xvec && k0 + 4 <= L.in) {  // one 16-byte load: scalar loads at stride 4 would conflict 4-way
@@ -259,22 +322,47 @@ struct WarpEngine : EngineJobs<T, Ctx> {
                 HEBM_UNROLL
                 for (int q = 0; q < 4; ++q) xr[c][m][q] = k0 + q < L.in ? ctx.sh(X + c * ldx + k0 + q) : T(0);
               }
+              if (pr != kPrecisionFp32) {
+                HEBM_UNROLL
+                for (int q = 0; q < 4; ++q) xr[c][m][q] = round_operand(xr[c][m][q], pr);
+              }
             }
           }
         }
-        HEBM_UNROLL
-        for (int m = 0; m < 2; ++m) {
-          const int k0 = pass * kWarpInputsInRegs + m * 128 + 4 * lane;
-          if (k0 < L.in) {
+        if (wb) {
+          const bool narrow = bf16_narrow(L.in, pass);
+          if (on && kin(pass, 0) < L.in) {
             HEBM_UNROLL
             for (int t = 0; t < R; ++t) {
               const int jr = i0 + t;
               if (jr < jend) {
-                const Vec4<T> w = ctx.ld4(Ws + jr * ldw + k0);
+                T w[2][4];  // the lane's 4 or 8 weights of row jr
+                bf16_weights(ctx, reinterpret_cast<const uint32_t*>(Ws) + jr * ldw, pass, narrow, w);
                 HEBM_UNROLL
-                for (int c = 0; c < C; ++c)
-                  acc[t * C + c] +=
-                      w.x * xr[c][m][0] + w.y * xr[c][m][1] + w.z * xr[c][m][2] + w.w * xr[c][m][3];
+                for (int m = 0; m < 2; ++m)
+                  if (m == 0 || !narrow)
+                    HEBM_UNROLL
+                    for (int c = 0; c < C; ++c)
+                      acc[t * C + c] += w[m][0] * xr[c][m][0] + w[m][1] * xr[c][m][1] + w[m][2] * xr[c][m][2] +
+                                        w[m][3] * xr[c][m][3];
+              }
+            }
+          }
+        } else {
+          HEBM_UNROLL
+          for (int m = 0; m < 2; ++m) {
+            const int k0 = kin(pass, m);
+            if (k0 < L.in) {
+              HEBM_UNROLL
+              for (int t = 0; t < R; ++t) {
+                const int jr = i0 + t;
+                if (jr < jend) {
+                  const Vec4<T> w = ctx.ld4(Ws + jr * ldw + k0);
+                  HEBM_UNROLL
+                  for (int c = 0; c < C; ++c)
+                    acc[t * C + c] +=
+                        w.x * xr[c][m][0] + w.y * xr[c][m][1] + w.z * xr[c][m][2] + w.w * xr[c][m][3];
+                }
               }
             }
           }
@@ -357,14 +445,21 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   // a warp without rows). Called by warps 0 .. nw - 1 only (nw = backward_warps: the slots' count). d_c[o] = DIN[c][o], or with pp (a cluster's pending result) sum_s pp[s][c][o] in rank
   // order, times dsc[c][o] when given (the chain rule's DHprev, applied by the consumer for the rows it owns).
   // The deltas of up to 32 rows are loaded once (lane t: row t, consecutive words) and broadcast by shuffles.
+  // pr: the precision (d_c[o] rounded once loaded; bf16: Ws packed pairs in chunks, bf16_half).
   HEBM_BLOCK_FN void backward_rows(Ctx& ctx, const BlockArgs<T>& a, const LinearDesc& L, const T* Ws, int ldw, int r0,
-                                   int nrows, const T* DIN, const T* pp, const T* dsc, T* wp, int nw) const {
+                                   int nrows, const T* DIN, const T* pp, const T* dsc, T* wp, int nw, int pr) const {
     const int lane = ctx.lane(), ldi = (L.in + 3) / 4 * 4, sl = slot(a);
+    const bool wb = pr == kPrecisionBf16;
+    auto kin = [&](int pass, int m) {  // as forward_rows: the lane's inputs k0 .. k0 + 3 of half m
+      return pass * kWarpInputsInRegs + m * bf16_half(L.in, pass, wb) + 4 * lane;
+    };
     const int rpw = (nrows + nw - 1) / nw;
     const int jbeg = ctx.warp() * rpw < nrows ? ctx.warp() * rpw : nrows;
     const int jend = nrows < jbeg + rpw ? nrows : jbeg + rpw;
     const int npass = (L.in + kWarpInputsInRegs - 1) / kWarpInputsInRegs;
     for (int pass = 0; pass < npass; ++pass) {
+      const bool on = 4 * lane < bf16_half(L.in, pass, wb);  // (fp32: every lane)
+      const bool narrow = wb && bf16_narrow(L.in, pass);
       T acc[C][2][4];
       HEBM_UNROLL
       for (int c = 0; c < C; ++c)
@@ -389,7 +484,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
               d = ctx.sh(DIN + c * L.out + o);
             }
           }
-          dl[c] = d;
+          dl[c] = round_operand(d, pr);  // the gradient into the linear's output, rounded (_RoundGradient)
         }
         HEBM_UNROLL4
         for (int t = 0; t < nb; ++t) {
@@ -397,17 +492,31 @@ struct WarpEngine : EngineJobs<T, Ctx> {
           HEBM_UNROLL
           for (int c = 0; c < C; ++c) dv[c] = ctx.shfl_idx(dl[c], t);
           const T* wr = Ws + (b0 + t) * ldw;
-          HEBM_UNROLL
-          for (int m = 0; m < 2; ++m) {
-            const int k0 = pass * kWarpInputsInRegs + m * 128 + 4 * lane;
-            if (k0 < L.in) {  // (uniformly false for m = 1 when in <= 128: no FMAs on padding)
-              const Vec4<T> w = ctx.ld4(wr + k0);
+          if (wb) {
+            if (on && kin(pass, 0) < L.in) {
+              T w[2][4];
+              bf16_weights(ctx, reinterpret_cast<const uint32_t*>(wr), pass, narrow, w);
               HEBM_UNROLL
-              for (int c = 0; c < C; ++c) {
-                acc[c][m][0] += dv[c] * w.x;
-                acc[c][m][1] += dv[c] * w.y;
-                acc[c][m][2] += dv[c] * w.z;
-                acc[c][m][3] += dv[c] * w.w;
+              for (int m = 0; m < 2; ++m)
+                if (m == 0 || !narrow)
+                  HEBM_UNROLL
+                  for (int c = 0; c < C; ++c)
+                    HEBM_UNROLL
+                    for (int q = 0; q < 4; ++q) acc[c][m][q] += dv[c] * w[m][q];
+            }
+          } else {
+            HEBM_UNROLL
+            for (int m = 0; m < 2; ++m) {
+              const int k0 = kin(pass, m);
+              if (k0 < L.in) {  // (uniformly false for m = 1 when in <= 128: no FMAs on padding)
+                const Vec4<T> w = ctx.ld4(wr + k0);
+                HEBM_UNROLL
+                for (int c = 0; c < C; ++c) {
+                  acc[c][m][0] += dv[c] * w.x;
+                  acc[c][m][1] += dv[c] * w.y;
+                  acc[c][m][2] += dv[c] * w.z;
+                  acc[c][m][3] += dv[c] * w.w;
+                }
               }
             }
           }
@@ -415,8 +524,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
       }
       HEBM_UNROLL
       for (int m = 0; m < 2; ++m) {
-        const int k0 = pass * kWarpInputsInRegs + m * 128 + 4 * lane;
-        if (k0 < L.in) {
+        const int k0 = kin(pass, m);
+        if (on && k0 < L.in) {
           HEBM_UNROLL
           for (int c = 0; c < C; ++c)
             ctx.st4(wp + c * ldi + k0, Vec4<T>{acc[c][m][0], acc[c][m][1], acc[c][m][2], acc[c][m][3]});
@@ -452,7 +561,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     T* wpart = smem + a.lay.wpart;
     if (ctx.warp() < nw)
       backward_rows(ctx, a, L, smem + a.lay.w[jl], a.lay.ldw[jl], r0, r1 - r0, DIN, pp, dsc,
-                    wpart + ctx.warp() * C * ldi, nw);
+                    wpart + ctx.warp() * C * ldi, nw, prec(a));
     // every backward warp's slot written (bar.sync 1: the walk's barriers are 0); all the block's threads arrive,
     // the other warps to wait for the slots they help add below
     ctx.named_sync(1, ctx.nthreads());

@@ -34,6 +34,9 @@ __global__ void __launch_bounds__(core::kStagedThreads)
                                                                               blockIdx.x);
 }
 
+// The latency kernels (resident, cluster) run every precision: WarpEngine branches on a.precision at run time
+// (fp32, or tf32 / bf16 operands rounded, bf16 weights resident as packed pairs: warp_linear.h), no instantiation
+// per precision. The streamed and staged kernels are fp32 only (the planner never gives them tf32 / bf16).
 template <int C>
 __global__ void __launch_bounds__(core::kWarpThreads, 1)
     latent_resident_kernel(const __grid_constant__ core::BlockArgs<float> a) {

@@ -23,8 +23,10 @@ std::tuple<at::Tensor, at::Tensor> latent_langevin_cuda(const at::Tensor& y0_, c
               y0_.scalar_type(), " (float64 runs on the CPU kernel)");
   TORCH_CHECK(precision >= core::kPrecisionFp32 && precision <= core::kPrecisionBf16,
               "latent_langevin (CUDA): precision must be 0 (fp32), 1 (tf32) or 2 (bf16), got ", precision);
-  // tf32 / bf16: the throughput path's tensor-core kernels at any B (the launcher's plan; it names the precision
-  // when the device or the program cannot take them: compute capability < 8.0, not even 16 chains fit)
+  // tf32 / bf16: the throughput path's tensor-core kernels at large B, the resident / cluster kernels at small B
+  // (the launcher's plan; it names the precision when the device or the program cannot take them: compute
+  // capability < 8.0, not even 16 chains fit). The packed bf16 buffer below is the throughput path's (the latency
+  // kernels pack their resident copy themselves); it is allocated before the plan is known.
   // the device guard after the argument checks: a bad call fails before touching any device
   const c10::cuda::CUDAGuard guard(y0_.device());
   const LatentTensors t = prepare_latent(y0_, cond_, params_, program, schedule, steps, timesteps_, noise_, rng_,

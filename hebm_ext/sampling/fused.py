@@ -233,9 +233,10 @@ def sample_prior(prior: LatentEBMPrior, y0: torch.Tensor, schedule: LangevinSche
     reads it), are skipped with check_inputs=False and always during CUDA-graph capture.
 
     precision: the matmuls' precision: "fp32" (the default, exact mode), "tf32" or "bf16" (float32 chains; matmul
-    operands rounded to tf32 / bf16, fp32 accumulation: the CUDA tensor-core kernels; on the CPU only the reference
-    backend runs them, backend="auto" falls back to it with a warning saying why). The reference runs the same
-    rounding eagerly (reference.matmul_precision).
+    operands rounded to tf32 / bf16, fp32 accumulation: on CUDA the tensor-core throughput kernel at large B and the
+    resident / cluster latency kernels at small B, chosen by B as for fp32; on the CPU only the reference backend
+    runs them, backend="auto" falls back to it with a warning saying why). The reference runs the same rounding
+    eagerly (reference.matmul_precision).
 
     Returns y [B, D] (no gradient), or (y, trace) when ``trace``.
     """
