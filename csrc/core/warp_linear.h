@@ -43,10 +43,13 @@
 //             instructions per row on half the lanes for no fewer wavefronts). Either way half the fp32 rows'
 //             weight wavefronts (in = 100: 2 a row, not 4; 200: 4, not 7). As on the throughput path, what is
 //             not a resident linear stays fp32: a head's output row (the energy and the delta dh * w_out), the
-//             time biases, the elementwise parts.
+//             time biases, the elementwise parts. bf16 with 4 chains a block: the forward on the tensor cores
+//             (forward_rows_mma: mma.sync m16n8k16 over the resident words, the k-order the chunk map's); the
+//             backward and fewer chains keep the lane-chunk rows.
 #pragma once
 
 #include "block_sampler.h"
+#include "tile_mma.h"
 
 namespace hebm {
 namespace core {
@@ -146,6 +149,14 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     const int n = in - pass * kWarpInputsInRegs;
     return ((n < kWarpInputsInRegs ? n : kWarpInputsInRegs) + 7) / 8 * 4;
   }
+  // The lower input k of word wd of a resident bf16 row (the pair k, k + 1; the chunk map of the header: pass
+  // wd / 128, lane chunk l, word e of the chunk). load() packs by it, forward_rows_mma reads by it.
+  static HEBM_BLOCK_FN int bf16_word_input(int in, int wd) {
+    const int pass = wd / 128;
+    const bool nar = bf16_narrow(in, pass);
+    const int l = (wd % 128) / (nar ? 2 : 4), e = wd % (nar ? 2 : 4);
+    return pass * kWarpInputsInRegs + (e < 2 ? 0 : bf16_half(in, pass, true)) + 4 * l + 2 * (e & 1);
+  }
   // Lane l's bf16 weights of pass `pass` of the resident row at Wr (words): w[m][q] is input kin(pass, m) + q
   // (forward_rows); a narrow pass one 8-byte load (w[1] left unset), a wide one a 16-byte load.
   HEBM_BLOCK_FN void bf16_weights(Ctx& ctx, const uint32_t* Wr, int pass, bool narrow, T w[2][4]) const {
@@ -228,11 +239,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
       if (pr == kPrecisionBf16) {
         uint32_t* Wsh = reinterpret_cast<uint32_t*>(smem + a.lay.w[j]);
         for (int idx = ctx.tid(); idx < n * ld; idx += ctx.nthreads()) {
-          // word e of lane l's chunk of pass p (128 words a full pass): inputs (k, k + 1)
-          const int rr = idx / ld, wd = idx - rr * ld, pass = wd / 128;
-          const bool nar = bf16_narrow(L.in, pass);
-          const int l = (wd % 128) / (nar ? 2 : 4), e = wd % (nar ? 2 : 4);
-          const int k = pass * kWarpInputsInRegs + (e < 2 ? 0 : bf16_half(L.in, pass, true)) + 4 * l + 2 * (e & 1);
+          // word wd of row rr: inputs (k, k + 1)
+          const int rr = idx / ld, wd = idx - rr * ld, k = bf16_word_input(L.in, wd);
           const T* w = W + (int64_t)rr * L.in + k;
           ctx.sh(Wsh + idx) = pack_bf16x2(k < L.in ? float(w[0]) : 0.f, k + 1 < L.in ? float(w[1]) : 0.f);
         }
@@ -284,6 +292,17 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     const int ldw = a.lay.ldw[jl];
     const int lane = ctx.lane();
     const bool wb = pr == kPrecisionBf16;
+    // float chains, 4 a block: bf16 rows on the tensor cores (prec() is fp32 for double). With fewer chains the
+    // mma's B columns and C lanes are mostly idle and each m16 tile reloads the inputs: more wavefronts than the
+    // lane-chunk rows below (measured: LEBM 2-block, 2 chains 1,884 against 1,745; one block, 1 chain 2,961
+    // against 2,745), so they keep those.
+    if constexpr (sizeof(T) == 4 && C == kWarpMaxChains) {
+      if (wb) {
+        forward_rows_mma<A>(ctx, a, smem, jl, reinterpret_cast<const uint32_t*>(Ws), r0, nrows, X, ldx, H, DH, trow,
+                            slope, dyw);
+        return;
+      }
+    }
     // the lane's inputs k0 .. k0 + 3 of half m of a pass (bf16: both halves in one packed 16-byte chunk)
     auto kin = [&](int pass, int m) {
       return pass * kWarpInputsInRegs + m * bf16_half(L.in, pass, wb) + 4 * lane;
@@ -371,25 +390,123 @@ struct WarpEngine : EngineJobs<T, Ctx> {
       // lane l holds sum l / (32 / NP) = t * C + c: the first lane of each group finishes row t of chain c
       const T sum = warp_sum_scatter<T, NP, Ctx>(ctx, acc);
       const int idx = lane / (kWarp / NP), t = idx / C, c = idx - t * C, jr = i0 + t;
-      if (lane % (kWarp / NP) == 0 && idx < R * C && jr < jend) {
-        const int j = r0 + jr;
-        T v = sum + (L.b >= 0 ? a.params[L.b + j] : T(0));
-        if (L.tb >= 0) v += a.params[L.tb + (int64_t)ctx.sh(trow + c) * L.out + j];
-        T y, dy;
-        act_value_grad<A, T>(v, slope, y, dy);
-        if (dyw) dy *= dyw[j];
-        if (H) ctx.sh(H + c * L.out + j) = y;
-        ctx.sh(DH + c * L.out + j) = dy;
-        if (CS > 1) {  // the cluster peers' copies (compile-time: nothing on one block)
-          bool dh_all = false;
-          for (int n = 0; n < a.prog.n_nets; ++n)
-            dh_all = dh_all || a.prog.nets[n].first + a.prog.nets[n].n_lin - 1 == jl;
+      if (lane % (kWarp / NP) == 0 && idx < R * C && jr < jend)
+        forward_finish<A>(ctx, a, jl, r0 + jr, c, sum, H, DH, trow, slope, dyw);
+    }
+  }
+
+  // The forward's epilogue for output row j of linear jl, chain c, from the row sum: bias, time bias, activation
+  // and its derivative (times dyw[j]), H and DH here and, on a cluster, in the peers (forward_rows' header).
+  template <int A>
+  HEBM_BLOCK_FN void forward_finish(Ctx& ctx, const BlockArgs<T>& a, int jl, int j, int c, T sum, T* H, T* DH,
+                                    const int* trow, T slope, const T* dyw) const {
+    const LinearDesc& L = a.prog.lin[jl];
+    T v = sum + (L.b >= 0 ? a.params[L.b + j] : T(0));
+    if (L.tb >= 0) v += a.params[L.tb + (int64_t)ctx.sh(trow + c) * L.out + j];
+    T y, dy;
+    act_value_grad<A, T>(v, slope, y, dy);
+    if (dyw) dy *= dyw[j];
+    if (H) ctx.sh(H + c * L.out + j) = y;
+    ctx.sh(DH + c * L.out + j) = dy;
+    if (CS > 1) {  // the cluster peers' copies (compile-time: nothing on one block)
+      bool dh_all = false;
+      for (int n = 0; n < a.prog.n_nets; ++n)
+        dh_all = dh_all || a.prog.nets[n].first + a.prog.nets[n].n_lin - 1 == jl;
+      HEBM_UNROLL
+      for (int q = 1; q < CS; ++q) {
+        const int pr = (rank + q) % CS;
+        if (H) ctx.sh(ctx.map_rank(H, pr) + c * L.out + j) = y;
+        if (dh_all) ctx.sh(ctx.map_rank(DH, pr) + c * L.out + j) = dy;
+      }
+    }
+  }
+
+  // The bf16 forward on the tensor cores (forward_rows with resident bf16 rows, float chains): per warp m16
+  // tiles of the block's rows (tile w, w + nwarps, ...), mma.sync m16n8k16 with A = 16 weight rows, B = the
+  // chains' inputs (column n = chain n; columns >= C zero), C = the row sums of every chain. The k-steps follow
+  // the resident words, not the inputs: k-step s of a pass is its words 8 s .. 8 s + 7 of each row (a0 / a1
+  // word 8 s + t, a2 / a3 word 8 s + 4 + t: one LDS.32 each, conflict-free where the row stride in words is
+  // 4 mod 8, as LEBM's 100 and 52), and B's k-pair for a word is the inputs bf16_word_input gives it (the chunk
+  // map; any pairing of the products is the same dot product): in a pass that is k0 = kb + ks s for b0 and
+  // k0 + kh for b1, kb = 2 t (narrow, ks = 16, kh = 8) or (t / 2) hh + 2 (t % 2) (wide, ks = 8, kh = 4), plus
+  // 256 a pass; loaded as one 8-byte access of fp32 and rounded (pack_bf16x2: round to nearest even, as
+  // round_operand). Words past the row stride and inputs past L.in read as zero. Four accumulator sets (k-step
+  // s into set s mod 4: four independent mma chains), added in set order; lanes with 2t + i < C finish (row g
+  // (+ 8), chain 2t + i) through forward_finish.
+  template <int A>
+  HEBM_BLOCK_FN void forward_rows_mma(Ctx& ctx, const BlockArgs<T>& a, const T* smem, int jl, const uint32_t* Ws,
+                                      int r0, int nrows, const T* X, int ldx, T* H, T* DH, const int* trow,
+                                      T slope, const T* dyw) const {
+    const LinearDesc& L = a.prog.lin[jl];
+    const int ldw = a.lay.ldw[jl];
+    const int g = ctx.lane() >> 2, t = ctx.lane() & 3;
+    const int mt = (nrows + kMmaM - 1) / kMmaM;
+    const bool xv = ((X - smem) % 2) == 0 && ldx % 2 == 0;  // 8-byte input pairs (k is even)
+    const int kmax = (L.in - 1) & ~1;                         // the last pair's first input
+    for (int tile = ctx.warp(); tile < mt; tile += ctx.nwarps()) {
+      // A: rows past nrows not read (a lane's rows are the same in every k-step); words past the stride clamped
+      // to the last and zeroed. One statement per register: one access site each (the emulation's bank model
+      // pairs the lanes' accesses of a site in order).
+      const int rw0 = tile * kMmaM + g, rw1 = rw0 + 8;
+      const bool ok0 = rw0 < nrows, ok1 = rw1 < nrows;
+      const uint32_t* A0 = Ws + (ok0 ? rw0 : 0) * ldw;
+      const uint32_t* A1 = Ws + (ok1 ? rw1 : 0) * ldw;
+      const T* Xc = X + (g < C ? g : 0) * ldx;
+      float acc[4][4];
+      HEBM_UNROLL
+      for (int q = 0; q < 4; ++q)
+        HEBM_UNROLL
+        for (int i = 0; i < 4; ++i) acc[q][i] = 0.f;
+      for (int pass = 0; pass * 128 < ldw; ++pass) {
+        const int wp = pass * 128, nwp = (ldw - wp) < 128 ? (ldw - wp) : 128;
+        const bool nar = bf16_narrow(L.in, pass);
+        const int kb = pass * kWarpInputsInRegs + (nar ? 2 * t : (t >> 1) * bf16_half(L.in, pass, true) + 2 * (t & 1));
+        const int ks = nar ? 16 : 8, kh = nar ? 8 : 4;
+        const int nsp = (nwp + 7) / 8;
+        for (int s0 = 0; s0 < nsp; s0 += 4) {
           HEBM_UNROLL
-          for (int q = 1; q < CS; ++q) {
-            const int pr = (rank + q) % CS;
-            if (H) ctx.sh(ctx.map_rank(H, pr) + c * L.out + j) = y;
-            if (dh_all) ctx.sh(ctx.map_rank(DH, pr) + c * L.out + j) = dy;
+          for (int q = 0; q < 4; ++q) {
+            const int s = s0 + q;
+            if (s < nsp) {  // uniform over the warp
+              uint32_t af[4], bf[2];
+              const int w0 = wp + 8 * s + t, w1 = w0 + 4;
+              const int c0 = w0 < ldw ? w0 : ldw - 1, c1 = w1 < ldw ? w1 : ldw - 1;
+              af[0] = ok0 ? ctx.sh(A0 + c0) : 0u;
+              af[1] = ok1 ? ctx.sh(A1 + c0) : 0u;
+              af[2] = ok0 ? ctx.sh(A0 + c1) : 0u;
+              af[3] = ok1 ? ctx.sh(A1 + c1) : 0u;
+              if (w0 >= ldw) af[0] = af[1] = 0u;
+              if (w1 >= ldw) af[2] = af[3] = 0u;
+              HEBM_UNROLL
+              for (int i = 0; i < 2; ++i) {
+                const int k = kb + ks * s + kh * i;
+                float x0 = 0.f, x1 = 0.f;
+                if (g < C) {  // (lanes of chains past C: no access, the same in every k-step)
+                  const int kk = k < kmax ? k : kmax;  // a valid pair start (k is even)
+                  if (xv) {  // (an odd L.in: X[in] lies inside the row stride, ldx even > in)
+                    const uint64_t v = ctx.sh(reinterpret_cast<const uint64_t*>(Xc + kk));
+                    x0 = bits_float(uint32_t(v));
+                    x1 = bits_float(uint32_t(v >> 32));
+                  } else {
+                    x0 = ctx.sh(Xc + kk);
+                    x1 = ctx.sh(Xc + (kk + 1 < L.in ? kk + 1 : kk));
+                  }
+                  x0 = k < L.in ? x0 : 0.f;
+                  x1 = k + 1 < L.in ? x1 : 0.f;
+                }
+                bf[i] = pack_bf16x2(x0, x1);
+              }
+              ctx.mma_bf16_16816(acc[q], af, bf, acc[q]);
+            }
           }
+        }
+      }
+      HEBM_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        const int row = tile * kMmaM + g + 8 * (i >> 1), c = 2 * t + (i & 1);
+        if (c < C && row < nrows) {
+          const float sum = ((acc[0][i] + acc[1][i]) + acc[2][i]) + acc[3][i];
+          forward_finish<A>(ctx, a, jl, r0 + row, c, T(sum), H, DH, trow, slope, dyw);
         }
       }
     }
