@@ -234,6 +234,18 @@ HEBM_BLOCK_FN T neg_alpha(Ctx& ctx, const BlockArgs<T>& a, const int* trow, int 
   return -T(a.sched.alpha[ctx.sh(trow + r)]);
 }
 
+// A linear's epilogue on a row sum (the v2 engines' forward: WarpEngine's rows, TileEngine's GEMMs): output j of
+// linear L for chain (row) r, with the bias, the time bias of r's timestep, the activation A and its derivative
+// (times dyw[j] when given).
+template <int A, typename T, class Ctx>
+HEBM_BLOCK_FN void linear_act(Ctx& ctx, const BlockArgs<T>& a, const LinearDesc& L, int j, int r, T sum,
+                              const int* trow, T slope, const T* dyw, T& y, T& dy) {
+  T v = sum + (L.b >= 0 ? a.params[L.b + j] : T(0));
+  if (L.tb >= 0) v += a.params[L.tb + (int64_t)ctx.sh(trow + r) * L.out + j];
+  act_value_grad<A, T>(v, slope, y, dy);
+  if (dyw) dy *= dyw[j];
+}
+
 // ----------------------------------------------------------------------------------------------------------------
 // v1: weights staged through shared memory in chunks, block-stride loops, one thread per dot product.
 template <typename T, class Ctx>

@@ -376,11 +376,8 @@ struct TileEngine : LocalEngine<T, Ctx> {
     const LinearDesc& L = a.prog.lin[jl];
     const T* W = a.params + L.w;
     auto epi = [&](int r, int j, T acc) {
-      T v = acc + (L.b >= 0 ? a.params[L.b + j] : T(0));
-      if (L.tb >= 0) v += a.params[L.tb + (int64_t)ctx.sh(trow + r) * L.out + j];
       T y, dy;
-      act_value_grad<ACT, T>(v, slope, y, dy);
-      if (dyw) dy *= dyw[j];
+      linear_act<ACT, T, Ctx>(ctx, a, L, j, r, acc, trow, slope, dyw, y, dy);
       if (H) ctx.sh(H + r * L.out + j) = y;
       ctx.sh(DH + r * L.out + j) = dy;
     };

@@ -60,6 +60,14 @@ namespace core {
 #define HEBM_UNROLL4
 #endif
 
+// forward_rows_mma out of line on the GPU: inlined into each activation's forward beside the SIMT rows it
+// pushed the 4-chain kernels past 255 registers (spills); its own call keeps its registers its own.
+#if defined(__CUDACC__)
+#define HEBM_MMA_ROWS_FN __device__ __noinline__
+#else
+#define HEBM_MMA_ROWS_FN inline
+#endif
+
 constexpr int kWarpMaxChains = 4;
 constexpr int kWarpInputsInRegs = 256;  // inputs per lane pass: 2 x 128 (32 lanes x float4)
 
@@ -401,11 +409,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   HEBM_BLOCK_FN void forward_finish(Ctx& ctx, const BlockArgs<T>& a, int jl, int j, int c, T sum, T* H, T* DH,
                                     const int* trow, T slope, const T* dyw) const {
     const LinearDesc& L = a.prog.lin[jl];
-    T v = sum + (L.b >= 0 ? a.params[L.b + j] : T(0));
-    if (L.tb >= 0) v += a.params[L.tb + (int64_t)ctx.sh(trow + c) * L.out + j];
     T y, dy;
-    act_value_grad<A, T>(v, slope, y, dy);
-    if (dyw) dy *= dyw[j];
+    linear_act<A, T, Ctx>(ctx, a, L, j, c, sum, trow, slope, dyw, y, dy);
     if (H) ctx.sh(H + c * L.out + j) = y;
     ctx.sh(DH + c * L.out + j) = dy;
     if (CS > 1) {  // the cluster peers' copies (compile-time: nothing on one block)
@@ -434,7 +439,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   // s into set s mod 4: four independent mma chains), added in set order; lanes with 2t + i < C finish (row g
   // (+ 8), chain 2t + i) through forward_finish.
   template <int A>
-  HEBM_BLOCK_FN void forward_rows_mma(Ctx& ctx, const BlockArgs<T>& a, const T* smem, int jl, const uint32_t* Ws,
+  HEBM_MMA_ROWS_FN void forward_rows_mma(Ctx& ctx, const BlockArgs<T>& a, const T* smem, int jl, const uint32_t* Ws,
                                       int r0, int nrows, const T* X, int ldx, T* H, T* DH, const int* trow,
                                       T slope, const T* dyw) const {
     const LinearDesc& L = a.prog.lin[jl];
