@@ -158,7 +158,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     return ((n < kWarpInputsInRegs ? n : kWarpInputsInRegs) + 7) / 8 * 4;
   }
   // The lower input k of word wd of a resident bf16 row (the pair k, k + 1; the chunk map of the header: pass
-  // wd / 128, lane chunk l, word e of the chunk). load() packs by it, forward_rows_mma reads by it.
+  // wd / 128, lane chunk l, word e of the chunk). load() packs by it; forward_rows_mma takes its B pairs' offsets
+  // from it (linear in the word within a pass, at the lane's word t, t + 4 and t + 8).
   static HEBM_BLOCK_FN int bf16_word_input(int in, int wd) {
     const int pass = wd / 128;
     const bool nar = bf16_narrow(in, pass);
@@ -433,8 +434,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   // word 8 s + t, a2 / a3 word 8 s + 4 + t: one LDS.32 each, conflict-free where the row stride in words is
   // 4 mod 8, as LEBM's 100 and 52), and B's k-pair for a word is the inputs bf16_word_input gives it (the chunk
   // map; any pairing of the products is the same dot product): in a pass that is k0 = kb + ks s for b0 and
-  // k0 + kh for b1, kb = 2 t (narrow, ks = 16, kh = 8) or (t / 2) hh + 2 (t % 2) (wide, ks = 8, kh = 4), plus
-  // 256 a pass; loaded as one 8-byte access of fp32 and rounded (pack_bf16x2: round to nearest even, as
+  // k0 + kh for b1, kb = bf16_word_input(word t of the pass), kh and ks its steps to words t + 4 and t + 8 (narrow
+  // 8 and 16, wide 4 and 8); loaded as one 8-byte access of fp32 and rounded (pack_bf16x2: round to nearest even, as
   // round_operand). Words past the row stride and inputs past L.in read as zero. Four accumulator sets (k-step
   // s into set s mod 4: four independent mma chains), added in set order; lanes with 2t + i < C finish (row g
   // (+ 8), chain 2t + i) through forward_finish.
@@ -464,9 +465,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
         for (int i = 0; i < 4; ++i) acc[q][i] = 0.f;
       for (int pass = 0; pass * 128 < ldw; ++pass) {
         const int wp = pass * 128, nwp = (ldw - wp) < 128 ? (ldw - wp) : 128;
-        const bool nar = bf16_narrow(L.in, pass);
-        const int kb = pass * kWarpInputsInRegs + (nar ? 2 * t : (t >> 1) * bf16_half(L.in, pass, true) + 2 * (t & 1));
-        const int ks = nar ? 16 : 8, kh = nar ? 8 : 4;
+        const int kb = bf16_word_input(L.in, wp + t);
+        const int kh = bf16_word_input(L.in, wp + t + 4) - kb, ks = bf16_word_input(L.in, wp + t + 8) - kb;
         const int nsp = (nwp + 7) / 8;
         for (int s0 = 0; s0 < nsp; s0 += 4) {
           HEBM_UNROLL
