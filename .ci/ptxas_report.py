@@ -29,9 +29,9 @@ def ptx_functions(text):
 
 def mma_check(ptx_dir):
     """Messages for what is wrong with the mma.sync of the throughput kernels' PTX (empty: all good)."""
-    files = sorted(glob.glob(os.path.join(ptx_dir, "*latent_cuda*.ptx")))
+    files = sorted(glob.glob(os.path.join(ptx_dir, "*latent_throughput*.ptx")))  # csrc/cuda/latent_throughput.cu's
     if not files:
-        return [f"no latent_cuda PTX in {ptx_dir} (was nvcc run with --keep --keep-dir?)"]
+        return [f"no latent_throughput PTX in {ptx_dir} (nvcc on latent_throughput.cu with --keep --keep-dir?)"]
     bad = []
     for f in files:
         funcs = ptx_functions(open(f).read())

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 from torch import nn
 
 import hebm_ext as H
-from hebm_ext.bench import environment, markdown_table, write_json
+from hebm_ext.bench import alternating_medians, environment, markdown_table, write_json
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python_tests"))
 import papers_style as P  # noqa: E402
@@ -41,19 +39,9 @@ BUDGET_S = 60.0  # per timing: repeats stop after this (never fewer than 3), to 
 
 
 def _pair(eager, fused, repeats):
-    """Medians of the two calls timed alternately (one warm-up each first), so that a change of the shared
-    machine's load hits both; repeats stop after BUDGET_S (never fewer than 3)."""
-    eager(), fused()
-    te, tf = [], []
-    start = time.perf_counter()
-    for i in range(repeats):
-        for fn, ts in ((eager, te), (fused, tf)):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        if i >= 2 and time.perf_counter() - start > BUDGET_S:
-            break
-    return statistics.median(te), statistics.median(tf)
+    """Medians of the two calls timed alternately (one warm-up each first); repeats stop after BUDGET_S (never
+    fewer than 3)."""
+    return tuple(alternating_medians([eager, fused], warmup=1, repeats=repeats, min_repeats=3, budget_s=BUDGET_S))
 
 
 def _row(name, B, eager_s, fused_s, what):

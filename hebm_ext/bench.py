@@ -32,28 +32,46 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def median_time(fn, device="cpu", warmup=1, repeats=5, min_repeats=3, budget_s=None):
-    """Median wall time (seconds) of fn() after `warmup` calls; CUDA work is synchronised around each call.
-    With budget_s, repeats stop early (but not before min_repeats) once the budget is spent."""
+def _timed_rounds(fns, device, warmup, repeats, min_repeats, budget_s):
+    """Wall times (seconds) of each of fns over rounds of one call each, after `warmup` rounds; CUDA work is
+    synchronised around each call. With budget_s, rounds stop early (not before min_repeats) once it is spent."""
     for _ in range(warmup):
-        fn()
+        for fn in fns:
+            fn()
     sync(device)
-    times = []
+    times = [[] for _ in fns]
     start = time.perf_counter()
     for i in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            ts.append(time.perf_counter() - t0)
         if budget_s is not None and i + 1 >= min_repeats and time.perf_counter() - start > budget_s:
             break
+    return times
+
+
+def median_time(fn, device="cpu", warmup=1, repeats=5, min_repeats=3, budget_s=None):
+    """Median wall time (seconds) of fn() after `warmup` calls, and the times; CUDA work is synchronised around
+    each call. With budget_s, repeats stop early (but not before min_repeats) once the budget is spent."""
+    times = _timed_rounds([fn], device, warmup, repeats, min_repeats, budget_s)[0]
     return statistics.median(times), times
 
 
+def alternating_medians(fns, device="cpu", warmup=1, repeats=5, min_repeats=3, budget_s=None):
+    """Median wall time (seconds) of each of fns, timed alternately (one call of each per round, so that a change of
+    a shared machine's load hits all of them); as median_time otherwise."""
+    return [statistics.median(ts) for ts in _timed_rounds(fns, device, warmup, repeats, min_repeats, budget_s)]
+
+
 def environment() -> dict:
+    """The machine, the versions and the commit (HEBM_COMMIT where set: a copy of the tree without .git, as a
+    GPU machine gets, cannot ask git)."""
+    commit = os.environ.get("HEBM_COMMIT", "")
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(__file__)).stdout.strip()
+        commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                          cwd=os.path.dirname(__file__)).stdout.strip()
     except OSError:
         commit = ""
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, "threads": torch.get_num_threads(),

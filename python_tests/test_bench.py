@@ -32,3 +32,32 @@ def test_precision_errors_before_any_timing(tmp_path, precision, match):
 def test_reduced_precision_defaults_to_the_gpu(tmp_path):
     with pytest.raises(ValueError, match="asked for on cuda and no CUDA GPU is visible"):
         bench.run_latent_bench("lebm", batches=[4], steps=2, repeats=1, out=str(tmp_path), precision="bf16")
+
+
+def test_gpu_check_dry_run(tmp_path):
+    """benchmarks/gpu_check.sh --dry-run: every Python part of the GPU machine's one prepared run, on the CPU at toy
+    sizes, so that a broken benchmark or summary is found here and not in the lent machine's few minutes. The run's
+    files stay within what the device tool returns (8 at most): the summary, the log and one archive."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    script = os.path.join(root, "benchmarks", "gpu_check.sh")
+    assert subprocess.run(["bash", "-n", script]).returncode == 0
+    out = tmp_path / "gpu"
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable)
+    r = subprocess.run(["bash", script, "--dry-run"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["gpu_check.tar.gz", "log.txt", "summary.md"]
+    summary = (out / "summary.md").read_text()
+    for phase in ("LEBM fp32", "joint", "diffusion", "generic engine", "training iteration", "profile (dry"):
+        assert f"- {phase}: " in summary and f"- {phase}: SKIPPED" not in summary, summary
+    assert ", rc 0" in summary and ", rc 1" not in summary
+    for title in ("LEBM 100-200-200-1", "diffusion sampler", "generic engine", "LEBM training iteration"):
+        assert f"### {title}" in summary
+    assert summary.count("|---") >= 5  # every table came with its header
+    with tarfile.open(out / "gpu_check.tar.gz") as t:
+        names = t.getnames()
+    assert any(n.endswith("train_step.json") for n in names) and any(n.endswith("lebm_fp32.md") for n in names)

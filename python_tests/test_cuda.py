@@ -1,5 +1,7 @@
 """The CUDA fused sampler (skipped without a GPU): against the eager reference with explicit noise, against the CPU
 kernel with the same seed, opcheck, CUDA graphs, no host synchronisation, large widths."""
+import functools
+
 import pytest
 import torch
 
@@ -214,3 +216,38 @@ def test_cuda_equals_its_emulation(model):
     emu, _, st = emulate(prior, y0, sch, "auto", seed=5, threads=256, device=[p.multi_processor_count, smem, p.major])
     gpu = H.sample_prior(to_cuda(prior), y0.cuda(), sch, seed=5, backend="fused")
     assert (gpu.cpu() - emu).abs().max().item() < TOL32, st
+
+
+@functools.lru_cache(maxsize=None)
+def _precision_case(B, prec):
+    """(prior, y0, schedule, the emulation's chains and stats at `prec` for this device): LEBM with sharpened
+    weights (the energy moves the chains by ~0.2 mean), 10 steps, seed 5."""
+    from test_cuda_emulation import STAT
+    from test_throughput_mma import emulate as emulate_at
+
+    torch.manual_seed(0)
+    prior = lebm_prior("lrelu", torch.float32, scale=4.0)
+    y0 = torch.randn(B, 100)
+    sch = H.LangevinSchedule.lebm(steps=10, step_size=0.3)
+    p = torch.cuda.get_device_properties(0)
+    dev = [p.multi_processor_count, p.shared_memory_per_block_optin, p.major]
+    out, st = emulate_at(prior, y0, sch, prec, seed=5, path="auto", threads=256, tile=0, device=dev)
+    return prior, y0, sch, out, dict(zip(STAT, st))
+
+
+@pytest.mark.parametrize("B", [100, 600])
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_cuda_reduced_precision_equals_its_emulation(precision, B):
+    """The tensor-core paths on the GPU against their lane-by-lane emulation (the same plan for this device, the
+    same Philox noise): B = 100 the 4-block cluster with 4 chains a block (bf16: its forward on mma.sync m16n8k16),
+    B = 600 the throughput path (the mma GEMMs, bf16's packed k-pair panels). The emulation follows the PTX ISA's
+    fragment layouts; a layout the hardware reads otherwise moves the chains by about the energy's whole effect
+    (~0.2 mean here). The hardware's summation order inside an mma is its own, so the bound is a fraction of what
+    the precision itself moves the chains (reduced against fp32, both emulated)."""
+    prior, y0, sch, emu, st = _precision_case(B, precision)
+    emu32 = _precision_case(B, "fp32")[3]
+    gpu = H.sample_prior(to_cuda(prior), y0.cuda(), sch, seed=5, backend="fused", precision=precision).cpu()
+    d, shift = (gpu - emu).abs(), (emu - emu32).abs()
+    assert shift.mean() > 1e-4, (precision, B, st)  # the precision matters for these chains
+    assert d.max() < 2e-3 and d.mean() < 0.05 * shift.mean(), (precision, B, d.max().item(), d.mean().item(),
+                                                                 shift.mean().item(), st)

@@ -1,4 +1,6 @@
 """The top-down Gaussian ladder inside the fused kernels (issue: fused sampling across all latent layers)."""
+import copy
+
 import pytest
 import torch
 
@@ -15,7 +17,12 @@ def test_joint_prior_fused_equals_reference(param, dtype):
     schedule = H.LangevinSchedule.lebm(steps=60, step_size=0.4)
     y0 = torch.randn(23, 228, dtype=dtype)
     ref, fused, noise = run_both(prior, y0, schedule)
-    assert (ref - fused).abs().max().item() < TOL[dtype]
+    # float32 against the float64 reference with the same noise (the truth): the eager float32 chain can be
+    # further from it than the tolerance. Seen 2026-12-02 (torch 2.13.0+cpu, MKL 2024.2, AVX-512): chain 8 of this
+    # draw in u-space ends 1.6e-3 from float64 in eager float32, 6e-7 in the fused kernel.
+    truth = ref if dtype == torch.float64 else H.sample_prior(copy.deepcopy(prior).double(), y0.double(), schedule,
+                                                              noise=noise.double(), backend="reference")
+    assert (truth - fused.to(truth.dtype)).abs().max().item() < TOL[dtype]
     # both parts matter, far beyond the tolerance: the heads, and the hierarchy (in u-space T(u) is close to u
     # at this initialisation, hence the smaller margin)
     no_heads = H.LatentEBMPrior([100, 128], [], base=prior.base, param=param)

@@ -359,6 +359,14 @@ HEBM_HD T round_operand(T x, int precision) {
 HEBM_HD float bf16_lo(uint32_t w) { return bits_float(w << 16); }
 HEBM_HD float bf16_hi(uint32_t w) { return bits_float(w & 0xffff0000u); }
 
+// Two consecutive floats of shared memory in one 8-byte access (q 8-byte aligned): the MMA operands' k-pairs.
+template <class Ctx>
+HEBM_BLOCK_FN void sh_pair(Ctx& ctx, const float* q, float& x0, float& x1) {
+  const uint64_t v = ctx.sh(reinterpret_cast<const uint64_t*>(q));
+  x0 = bits_float(uint32_t(v));
+  x1 = bits_float(uint32_t(v >> 32));
+}
+
 // Fragment layouts of the PTX ISA ("Matrix fragments for mma.m16n8k16 / mma.m16n8k8"), with g = lane >> 2 and
 // t = lane & 3; a bf16 register holds two elements, the lower-indexed one in bits 0-15:
 //   m16n8k16 bf16   a0 = A[g][2t, 2t+1]  a1 = A[g+8][2t, 2t+1]  a2 = A[g][2t+8, 2t+9]  a3 = A[g+8][2t+8, 2t+9]
@@ -375,13 +383,24 @@ HEBM_HD float bf16_hi(uint32_t w) { return bits_float(w & 0xffff0000u); }
 template <class Ctx>
 HEBM_BLOCK_FN void load_a_bf16(Ctx& ctx, uint32_t a[4], const float* p, int rs, int cs, int kn = 16) {
   const int g = ctx.lane() >> 2, t = ctx.lane() & 3;
+  // A register's k-pair is two consecutive floats where the rows are: one 8-byte load (p 8-byte aligned and rs even,
+  // cs == 1: the throughput GEMM's A at an even lda). At lda = 8 mod 32 (LEBM's 200) a half-warp's 4 rows x 8 words
+  // then fill the 32 banks: 2 wavefronts a register, where two scalar loads took 2 each (rows g and g + 4 share
+  // banks); at 4 mod 32 (100) both forms take 4.
+  const bool pairs = cs == 1 && (rs & 1) == 0 && (reinterpret_cast<uintptr_t>(p) & 7) == 0;
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
   for (int i = 0; i < 4; ++i) {
     const int k = 2 * t + 8 * (i >> 1);
     const float* q = p + (g + 8 * (i & 1)) * rs + k * cs;
-    a[i] = pack_bf16x2(k < kn ? ctx.sh(q) : 0.f, k + 1 < kn ? ctx.sh(q + cs) : 0.f);
+    if (pairs && k + 1 < kn) {
+      float x0, x1;
+      sh_pair(ctx, q, x0, x1);
+      a[i] = pack_bf16x2(x0, x1);
+    } else {
+      a[i] = pack_bf16x2(k < kn ? ctx.sh(q) : 0.f, k + 1 < kn ? ctx.sh(q + cs) : 0.f);
+    }
   }
 }
 

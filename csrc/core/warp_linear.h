@@ -489,9 +489,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
                 if (g < C) {  // (lanes of chains past C: no access, the same in every k-step)
                   const int kk = k < kmax ? k : kmax;  // a valid pair start (k is even)
                   if (xv) {  // (an odd L.in: X[in] lies inside the row stride, ldx even > in)
-                    const uint64_t v = ctx.sh(reinterpret_cast<const uint64_t*>(Xc + kk));
-                    x0 = bits_float(uint32_t(v));
-                    x1 = bits_float(uint32_t(v >> 32));
+                    sh_pair(ctx, Xc + kk, x0, x1);
                   } else {
                     x0 = ctx.sh(Xc + kk);
                     x1 = ctx.sh(Xc + (kk + 1 < L.in ? kk + 1 : kk));
