@@ -150,9 +150,9 @@ def test_joint_prior_on_the_cluster():
 
 def test_lebm_dispatch_barriers_and_banks():
     """LEBM 100-200-200-1 on an H200: its 241 KB of weights take a cluster (4 blocks at B = 100:
-    test_cuda_cluster4.py; the 2-block step here); at most 7 barriers per step (3 mbarrier exchanges, 2 block barriers
-    - after the last hidden forward, whose backward reads only the block's own rows, and the update's - and the 2
-    backwards' named barriers on the cluster, 5 + 2 on one block), no bank conflict on either v2 path."""
+    test_cuda_cluster4.py; the 2-block step here); at most 6 barriers per step (3 mbarrier exchanges, 1 block barrier
+    - the update's: the last hidden layer's forward and backward run in one pass, WarpEngine::forward_backward - and
+    the 2 backwards' named barriers on the cluster, 4 + 2 on one block), no bank conflict on either v2 path."""
     prior = lebm_prior("lrelu", torch.float32)
     params, program = P.build_program(prior, torch.float32, "cpu")
     (path, tile, cluster, threads, smem, tiles), why = _C.latent_plan(program, params.numel(), 100, 4, [])
@@ -169,11 +169,11 @@ def test_lebm_dispatch_barriers_and_banks():
     assert (out - ref).abs().max() < 1e-4
     # Cluster barriers: after the loads, before the exit. Exchanges (one mbarrier phase per block each): 2 outside
     # the steps (timestep start, timestep end); per step the first forward and the 2 backwards (each backward's
-    # partial sums stored into both blocks before its one exchange); block barriers: the last hidden forward's
-    # (the energy waits for the next exchange) and the update's
+    # partial sums stored into both blocks before its one exchange); block barriers: the update's (the fused last
+    # hidden layer has none; the energy waits for its backward's exchange)
     assert st["cluster_barriers"] == 2, st
     assert (st["mbarrier_phases"] / 2 - 2) / steps == 3, st
-    assert (st["block_barriers"] / 2 - 1) / steps == 2, st  # per block of the 2 (1 outside: after the zeroing)
+    assert (st["block_barriers"] / 2 - 1) / steps == 1, st  # per block of the 2 (1 outside: after the zeroing)
     assert st["named_barriers"] / 2 / steps == 2, st  # each backward's: its warps' partial-sum slots written
     # the steps are conflict-free: one step more adds shared-memory instructions but no conflicted one
     one = emulate(prior, y0, H.LangevinSchedule.lebm(steps=steps - 1), "cluster", noise=noise[1:], threads=256,
@@ -184,13 +184,14 @@ def test_lebm_dispatch_barriers_and_banks():
     y0 = torch.randn(3, 64)
     out, _, st = emulate(small, y0, sch, "auto", noise=torch.randn(steps, 3, 64), threads=256, banks=True, tile=3)
     assert (st["path"], st["cluster"]) == (1, 1)
-    assert (st["block_barriers"] - 4) / steps == 5 and st["named_barriers"] / steps == 2, st
+    assert (st["block_barriers"] - 4) / steps == 4 and st["named_barriers"] / steps == 2, st
     # 3 chains of a 128-wide layer: the forward's finishing lanes store (row t, chain c) at c * 128 + t, so one
     # store of 2 rows x 3 chains is 3 wavefronts (3 words per bank) where it would ideally be 1 (the same 3
     # wavefronts per 2 rows the earlier one-lane-per-chain stores cost as 3 instructions): 2 excess wavefronts
-    # per H / DH store, 8 batches per warp and layer (untraced, the last hidden layer stores only DH: its H is read
-    # by the energy alone, which only the trace reads); every other access is conflict-free
-    epilogue = 2 * (2 + 1) * 8 * 8 * steps  # excess x stores (H and DH, then DH) x batches x warps x steps
+    # per H / DH store, 8 batches per warp of the first layer (untraced, the last hidden layer stores neither: its
+    # forward and backward run in one pass, the deltas in registers, and its H is read by the energy alone, which
+    # only the trace reads); every other access is conflict-free
+    epilogue = 2 * 2 * 8 * 8 * steps  # excess x stores (H and DH of the first layer) x batches x warps x steps
     assert st["wavefronts"] - st["ideal_wavefronts"] == epilogue, st
 
 
@@ -613,8 +614,8 @@ def test_streamed_plan_and_auto_dispatch():
 
 def test_streamed_barriers_and_banks():
     """One barrier per chunk of each layer call on top of the walk's (LEBM's shape 40-72-72-1 with 16 rows a chunk:
-    forwards 5 + 5 chunks, backwards 5 + 5: 20 per step more than the resident path); no bank conflict in the
-    steps."""
+    forwards 5 + 5 chunks, backwards 5 + 5: 20 per step more than the walk's 5; the resident path 4, its last hidden
+    layer's forward and backward in one pass, WarpEngine::forward_backward); no bank conflict in the steps."""
     prior = lebm_prior("lrelu", torch.float32, in_dim=40, hidden=72, depth=2)
     y0 = torch.randn(2, 40)
     noise = torch.randn(3, 2, 40)
@@ -626,7 +627,7 @@ def test_streamed_barriers_and_banks():
 
     runs, streamed = per_step("streamed", banks=True, stage_rows=16)
     _, resident = per_step("resident")
-    assert streamed - resident == 20, (streamed, resident)
+    assert (streamed, resident) == (5 + 20, 4), (streamed, resident)
     assert runs[0]["smem_instructions"] - runs[1]["smem_instructions"] > 500
     assert runs[0]["conflicted"] == runs[1]["conflicted"], runs
 

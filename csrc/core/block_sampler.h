@@ -61,8 +61,9 @@ struct BlockLayout {
   int w[kMaxLinears], ldw[kMaxLinears], rows[kMaxLinears];
   int part;     // cluster: [2 parities][cluster ranks][tile * max_width] partial sums of the backward
   int mbar;     // cluster: the walk's 2 exchange mbarriers (2 x 8 bytes, WarpEngine::sync), or -1
-  int wpart;    // resident (WarpEngine): [backward_warps(warps)][tile][wld] the row-owner backward's per-warp
-                // partial sums, or -1
+  int wpart;    // resident (WarpEngine): [wslots][tile][wld] the row-owner backward's per-warp partial sums, or -1
+  int wslots;   // their count: warps when a head fuses its last hidden layer (head_fuses_last: every warp's rows),
+                // else backward_warps(warps); 0 when not resident
   int wld;      // their row stride (max_width rounded up to 4)
   int warps;    // warps per block the layout was made for (the per-warp slots)
   int cluster;  // blocks per cluster (1: none)
@@ -77,11 +78,24 @@ HEBM_HD int odd_stride(int n) { return n | 1; }
 constexpr int kBackwardWarps = 4;
 HEBM_HD int backward_warps(int warps) { return warps < kBackwardWarps ? warps : kBackwardWarps; }
 
+// Whether a head's last hidden layer runs its forward and backward in one pass over its rows on the resident
+// engine (WarpEngine::forward_backward, docs/CUDA_KERNELS.md cut (e)): a head with a hidden layer whose inputs
+// fit one register pass (256), at fp32 or tf32 (the bf16 rows are packed pairs or the tensor cores' forward).
+HEBM_HD bool head_fuses_last(const ProgramDesc& p, const NetDesc& n, int precision) {
+  return n.role == NET_HEAD && n.n_lin >= 2 && p.lin[n.first + n.n_lin - 2].in <= 256 &&
+         precision != kPrecisionBf16;
+}
+HEBM_HD bool program_fuses_last(const ProgramDesc& p, int precision) {
+  bool any = false;
+  for (int i = 0; i < p.n_nets; ++i) any = any || head_fuses_last(p, p.nets[i], precision);
+  return any;
+}
+
 // One rank's partial sums of a cluster backward (tile x max_width), padded to 16 bytes: each slot starts aligned.
 HEBM_HD int part_slot(int tile, int max_width) { return (tile * max_width + 3) / 4 * 4; }
 
 // Layout of the per-chain state (every path), then the staging area (ws > 0) or the resident weights (and the
-// row-owner backward's per-warp partial sums: backward_warps(warps), 4 for the launcher's 8 warps); precision
+// row-owner backward's per-warp partial sums: wslots, 4 or the launcher's 8 warps); precision
 // (core::Precision) the resident weights' (bf16: packed pairs, see ldw).
 inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool resident = false, int cluster = 1,
                                 int warps = 8, int precision = kPrecisionFp32) {
@@ -114,7 +128,8 @@ inline BlockLayout block_layout(const ProgramDesc& p, int tile, int ws, bool res
   L.part = cluster > 1 ? take(2 * cluster * part_slot(tile, p.max_width)) : -1;
   L.mbar = cluster > 1 ? take(4) : -1;  // 16 bytes (float) or 32 (double), 16-byte aligned
   L.wld = (p.max_width + 3) / 4 * 4;
-  L.wpart = resident ? take(backward_warps(warps) * tile * L.wld) : -1;
+  L.wslots = !resident ? 0 : program_fuses_last(p, precision) ? warps : backward_warps(warps);
+  L.wpart = resident ? take(L.wslots * tile * L.wld) : -1;
   for (int j = 0; j < p.n_lin; ++j) {
     L.w[j] = -1;
     L.ldw[j] = resident && precision == kPrecisionBf16 ? (p.lin[j].in + 7) / 8 * 4 : (p.lin[j].in + 3) / 4 * 4;
@@ -207,6 +222,8 @@ struct EngineJobs {
 // first, nothing to settle.
 template <typename T, class Ctx>
 struct LocalEngine : EngineJobs<T, Ctx> {
+  // Whether the engine has forward_backward (a head's last hidden layer in one pass: WarpEngine, block_head).
+  static constexpr bool kFusesLast = false;
   HEBM_BLOCK_FN bool leader() const { return true; }
   HEBM_BLOCK_FN void sync(Ctx& ctx) const {
     this->run_job(ctx);
@@ -339,16 +356,16 @@ struct StagedEngine : LocalEngine<T, Ctx> {
 // The program walk, shared by every engine.
 
 // From DIN (the delta of the output of linear jtop) down to the net's input:
-// G[r][goff + i] += (alpha_rows ? -alpha_r : 1) * dOut/dx.
+// G[r][goff + i] += (alpha_rows ? -alpha_r : 1) * dOut/dx. The deltas alternate between d0 and d1, the first
+// written into bufs[nb] (nb = 1 when DIN is d0: after a fused last hidden layer, block_head).
 // With energy_after_first (a head whose last hidden forward ended in a block barrier only, block_head): the head's
 // energy E[r] += h[jtop][r] . w_out + b right after the first backward's barrier.
 template <typename T, class Ctx, class Eng>
 HEBM_BLOCK_FN void block_backward_chain(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, const NetDesc& net, T* smem,
                                         int jtop, const T* DIN, T* G, int ldg,
-                                        const int* alpha_rows, bool energy_after_first = false) {
+                                        const int* alpha_rows, bool energy_after_first = false, int nb = 0) {
   const BlockLayout& lay = a.lay;
   T* bufs[2] = {smem + lay.d0, smem + lay.d1};
-  int nb = 0;
   for (int j = jtop; j >= net.first; --j) {
     if (j > net.first) {
       eng.backward(ctx, a, smem, j, DIN, bufs[nb], smem + lay.dh[j - 1], nullptr, 0, 0, nullptr);
@@ -366,8 +383,8 @@ HEBM_BLOCK_FN void block_backward_chain(Ctx& ctx, const Eng& eng, const BlockArg
 
 // One head: E[r] += energy; G[r][slice] += -alpha_r * dE/dz.
 template <typename T, class Ctx, class Eng>
-HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, const NetDesc& net, T* smem,
-                              const T* Z, T* G, const int* trow) {
+HEBM_BLOCK_INLINE void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, const NetDesc& net, T* smem,
+                                  const T* Z, T* G, const int* trow) {
   const BlockLayout& lay = a.lay;
   const int tile = lay.tile, D = a.prog.D;
   const T* X = Z + net.in_off;
@@ -386,6 +403,8 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, c
   //     forward of this layer, and the trace ends in an exchange (block_step) after every energy.
   // The parity-alternated partial sums that backward stores into the peers were last read before the previous
   // backward's exchange (every backward is followed by one).
+  // Fused (WarpEngine, head_fuses_last): the last hidden layer's forward and backward in one pass
+  // (forward_backward), then its exchange (the backward's: the energy after it, as below) and the layers under it.
   const int last = net.first + net.n_lin - 2;
   const bool traced = a.trace != nullptr;
   const bool own = eng.backward_reads_own_rows();
@@ -396,6 +415,19 @@ HEBM_BLOCK_FN void block_head(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, c
     // the last hidden layer's delta dh * w_out is formed in its forward's epilogue (not in the backward's loop)
     const T* dyw = j == last ? w : nullptr;
     T* H = j == last && !traced ? nullptr : smem + lay.h[j];
+    if constexpr (Eng::kFusesLast) {
+      if (j == last && eng.fuses_last(ctx, a, net)) {
+        const bool into_g = j == net.first;  // one hidden layer: straight into G
+        eng.forward_backward(ctx, a, smem, j, X, ldx, H, trow, param, L.act, w, into_g ? nullptr : smem + lay.d0,
+                             into_g ? nullptr : smem + lay.dh[j - 1], into_g ? G : nullptr, D, net.in_off,
+                             into_g ? trow : nullptr);
+        eng.sync(ctx);
+        if (traced) eng.energy(ctx, a, Lo, smem + lay.h[j], L.out, smem + lay.e);
+        if (!into_g)
+          block_backward_chain<T, Ctx, Eng>(ctx, eng, a, net, smem, j - 1, smem + lay.d0, G, D, trow, false, 1);
+        return;
+      }
+    }
     eng.forward(ctx, a, smem, j, X, ldx, H, smem + lay.dh[j], trow, param, L.act, dyw);
     if (j == last && local_last)
       eng.sync_local(ctx);
@@ -569,8 +601,8 @@ HEBM_BLOCK_FN void block_ladder_z_grad(Ctx& ctx, const Eng& eng, const BlockArgs
 
 // One Langevin step of the whole tile; k is the rows' global step index. On entry G (and GZ) are zero.
 template <typename T, class Ctx, class Eng>
-HEBM_BLOCK_FN void block_step(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T* smem, int64_t row0, int nvalid,
-                              int k, const int* trow, uint64_t seed, uint64_t offset) {
+HEBM_BLOCK_INLINE void block_step(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T* smem, int64_t row0, int nvalid,
+                                  int k, const int* trow, uint64_t seed, uint64_t offset) {
   const ProgramDesc& p = a.prog;
   const BlockLayout& lay = a.lay;
   const int tile = lay.tile, D = p.D;
@@ -693,7 +725,7 @@ HEBM_BLOCK_FN void block_step(Ctx& ctx, const Eng& eng, const BlockArgs<T>& a, T
 // The whole program for the tile of chains [tile_index * tile, ... + tile), on engine Eng (a cluster's blocks
 // all run it for the same tile).
 template <typename T, class Ctx, class Eng>
-HEBM_BLOCK_FN void block_program(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64_t tile_index) {
+HEBM_BLOCK_INLINE void block_program(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64_t tile_index) {
   const ScheduleDesc& S = a.sched;
   const BlockLayout& lay = a.lay;
   const int tile = lay.tile, D = a.prog.D;
@@ -727,29 +759,37 @@ HEBM_BLOCK_FN void block_program(Ctx& ctx, const BlockArgs<T>& a, T* smem, int64
   }
   eng.sync_cluster(ctx);  // (the weights and, on a cluster, the init of the exchanges' mbarriers)
 
-  if (!a.tsel) {
-    int k = 0;
-    for (int t = S.T - 1; t >= 0; --t) {
+  // One call site of block_step (inlined: no call boundary for the values live across it): the T stages
+  // top down with a shared time per stage, or (tsel) one stage of per-chain times, each row stepping while
+  // k < K[its t].
+  const int stages = a.tsel ? 1 : S.T;
+  int k = 0;
+  for (int s = 0; s < stages; ++s) {
+    const int t = S.T - 1 - s;
+    if (!a.tsel) {
       for (int r = ctx.tid(); r < tile; r += ctx.nthreads()) ctx.sh(trow + r) = t;
       eng.sync(ctx);
-      for (int i = 0; i < S.K[t]; ++i, ++k) block_step<T, Ctx, Eng>(ctx, eng, a, smem, row0, nvalid, k, trow, seed, offset);
+    }
+    const int steps = a.tsel ? S.max_steps : S.K[t];
+    for (int i = 0; i < steps; ++i, ++k) {
+      if (a.tsel) {
+        bool any = false;  // uniform: every thread reads the same rows
+        for (int r = 0; r < nvalid; ++r) any = any || k < S.K[ctx.sh(trow + r)];
+        if (!any) break;
+      }
+      block_step<T, Ctx, Eng>(ctx, eng, a, smem, row0, nvalid, k, trow, seed, offset);
+    }
+    if (!a.tsel) {
       const T dt = T(S.d[t]);
       for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads()) {
         const T y = ctx.sh(Y + idx) * dt;
         ctx.sh(Y + idx) = y;
         ctx.sh(YC + idx) = y;
       }
-      eng.sync(ctx);
+    } else {
+      for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads())
+        ctx.sh(Y + idx) *= T(S.d[ctx.sh(trow + idx / D)]);
     }
-  } else {
-    for (int k = 0; k < S.max_steps; ++k) {
-      bool any = false;  // uniform: every thread reads the same rows
-      for (int r = 0; r < nvalid; ++r) any = any || k < S.K[ctx.sh(trow + r)];
-      if (!any) break;
-      block_step<T, Ctx, Eng>(ctx, eng, a, smem, row0, nvalid, k, trow, seed, offset);
-    }
-    for (int idx = ctx.tid(); idx < tile * D; idx += ctx.nthreads())
-      ctx.sh(Y + idx) *= T(S.d[ctx.sh(trow + idx / D)]);
     eng.sync(ctx);
   }
   if (eng.leader())

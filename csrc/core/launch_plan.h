@@ -75,8 +75,10 @@ inline int64_t resident_weight_elems(const ProgramDesc& p, int cluster, int prec
 // remote arrives are a few clk), but a block barrier (~100 clk) after
 // the forward of a head's last hidden layer, which (untraced, the default modelled here) stores only its DH, in
 // this block (block_head: its row-owner backward reads only the block's own rows; only the traced energy reads
-// that H). The FMA work per SM is the same (C x rows per block is B / clusters x out / CS either way) and is left
-// out.
+// that H); fused with its backward (head_fuses_last: WarpEngine::forward_backward, docs/CUDA_KERNELS.md cut (e))
+// that layer's weights are read once, no barrier and no store follows its forward, and its per-warp partial sums
+// are every warp's (8, not 4). The FMA work per SM is the same (C x rows per block is B / clusters x out / CS
+// either way) and is left out.
 inline double cluster_step_clk(const ProgramDesc& p, int C, int cs, int warps = 8, int precision = kPrecisionFp32) {
   const BlockLayout L = block_layout(p, C, 0, true, cs, warps, precision);
   double clk = 0;
@@ -86,19 +88,22 @@ inline double cluster_step_clk(const ProgramDesc& p, int C, int cs, int warps = 
     const double rows = L.rows[j], in = l.in;
     bool first = false;      // its backward writes G (a net's first linear)
     bool local_fwd = false;  // a head's last hidden layer (block_head: sync_local, no H stores untraced)
+    bool fused = false;      // ... with its forward and backward in one pass (WarpEngine::forward_backward)
     for (int n = 0; n < p.n_nets; ++n) {
       const NetDesc& net = p.nets[n];
       first = first || net.first == j;
-      local_fwd = local_fwd || (net.role == NET_HEAD && net.n_lin >= 2 && j == net.first + net.n_lin - 2);
+      const bool last = net.role == NET_HEAD && net.n_lin >= 2 && j == net.first + net.n_lin - 2;
+      local_fwd = local_fwd || last;
+      fused = fused || (last && head_fuses_last(p, net, precision));
     }
     const double exchange = cs > 1 ? 250 : 100;  // one block: block barriers
     const int R = C <= 2 ? 8 : 2;  // WarpEngine::forward_rows's rows per batch
     const double batches = double(((int(rows) + warps - 1) / warps + R - 1) / R * warps);
-    clk += 2 * rows * L.ldw[j] * 4 / 128                    // weights: forward + backward
-           + 2.0 * backward_warps(warps) * C * in * 4 / 128  // per-warp slots: stored, read back
-           + C * in * 4 / 128 * (first ? cs : 1)             // the rank slot into the consumer blocks
-           + batches * (local_fwd ? 1 : cs)                  // the forward's H stores into every block (or DH)
-           + (local_fwd ? 100 : exchange) + exchange;  // the forward's and the backward's barrier
+    clk += (fused ? 1 : 2) * rows * L.ldw[j] * 4 / 128                            // weights: forward + backward
+           + 2.0 * (fused ? warps : backward_warps(warps)) * C * in * 4 / 128  // per-warp slots: stored, read back
+           + C * in * 4 / 128 * (first ? cs : 1)  // the rank slot into the consumer blocks
+           + (fused ? 0 : batches * (local_fwd ? 1 : cs))  // the forward's H stores into every block (or DH)
+           + (fused ? 0 : local_fwd ? 100 : exchange) + exchange;  // the forward's and the backward's barrier
   }
   return clk;
 }

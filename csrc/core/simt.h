@@ -55,11 +55,17 @@
 
 #if defined(__CUDACC__)
 #define HEBM_BLOCK_FN __device__ inline
+// The program walk's outer functions (block_program, block_step, block_head): inlined into the kernel, so no ABI
+// call boundary splits it. With a call there, every value live across it is saved to the stack when the callee
+// uses the full register file (the 4-chain cluster kernels spilled 112-144 bytes so with cut (e)'s fused last
+// hidden layer; inlined: 233 registers, no spills; docs/CUDA_KERNELS.md).
+#define HEBM_BLOCK_INLINE __device__ __forceinline__
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #include <cooperative_groups.h>
 #endif
 #else
 #define HEBM_BLOCK_FN inline
+#define HEBM_BLOCK_INLINE inline
 #endif
 
 namespace hebm {

@@ -65,6 +65,7 @@ struct StreamedEngine : WarpEngine<T, Ctx, C, 1> {
   HEBM_BLOCK_FN void load(Ctx&, const BlockArgs<T>&, T*) const {}  // nothing resident: every layer is streamed
   // Its backward (backward_column over the chunks) reads every row of the input delta (one block: the same barrier)
   HEBM_BLOCK_FN bool backward_reads_own_rows() const { return false; }
+  static constexpr bool kFusesLast = false;  // its rows are streamed chunks: no fused last hidden layer
 
   HEBM_BLOCK_FN T* stage(const BlockArgs<T>& a, T* smem, int b) const {
     return smem + a.lay.stage + b * streamed_stage_elems(a.lay, a.prog.max_width);

@@ -76,6 +76,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
   static_assert(C >= 1 && C <= kWarpMaxChains, "1-4 chains per block");
   static_assert(CS == 1 || CS == 2 || CS == 4, "clusters of 1, 2 or 4 blocks");
   enum { PEND_NONE = 0, PEND_DOUT = 1, PEND_G = 2 };
+  static constexpr bool kFusesLast = true;  // forward_backward (a head's last hidden layer in one pass)
   int rank;
   mutable int parity = 0;  // which partial-sum buffer pair the next cluster backward fills
   // A cluster backward's pending result: the CS ranks' partial sums in this block's buffer group `pend_part`,
@@ -286,6 +287,102 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     forward_rows<A>(ctx, a, smem, jl, smem + a.lay.w[jl], r0, r1 - r0, X, ldx, H, DH, trow, slope, dyw, prec(a));
   }
 
+  // Lane l's inputs k0 .. k0 + 3 of half m of a pass (bf16: both halves in one packed 16-byte chunk).
+  static HEBM_BLOCK_FN int lane_input(int in, int pass, int m, bool wb, int lane) {
+    return pass * kWarpInputsInRegs + m * bf16_half(in, pass, wb) + 4 * lane;
+  }
+  // Whether the inputs' rows start 16-byte aligned (hidden layers; a head's slice when its offset and D are
+  // multiples of 4).
+  static HEBM_BLOCK_FN bool inputs_vec(const T* smem, const T* X, int ldx) {
+    return ((X - smem) % 4) == 0 && ldx % 4 == 0;
+  }
+  // Lane l's inputs of pass `pass` of every chain (xr[c][m][q]: input lane_input(m) + q of chain c; zeros past
+  // L.in and in a lane without inputs), rounded to the precision pr as they are loaded.
+  HEBM_BLOCK_FN void load_inputs(Ctx& ctx, const LinearDesc& L, const T* X, int ldx, bool xvec, int pass, bool wb,
+                                 int pr, T xr[C][2][4]) const {
+    const int lane = ctx.lane();
+    const bool on = 4 * lane < bf16_half(L.in, pass, wb);  // (fp32: every lane)
+    HEBM_UNROLL
+    for (int m = 0; m < 2; ++m) {
+      const int k0 = on ? lane_input(L.in, pass, m, wb, lane) : L.in;  // a lane without inputs: zeros
+      HEBM_UNROLL
+      for (int c = 0; c < C; ++c) {
+        if (xvec && k0 + 4 <= L.in) {  // one 16-byte load: scalar loads at stride 4 would conflict 4-way
+          const Vec4<T> v = ctx.ld4(X + c * ldx + k0);
+          xr[c][m][0] = v.x;
+          xr[c][m][1] = v.y;
+          xr[c][m][2] = v.z;
+          xr[c][m][3] = v.w;
+        } else {
+          HEBM_UNROLL
+          for (int q = 0; q < 4; ++q) xr[c][m][q] = k0 + q < L.in ? ctx.sh(X + c * ldx + k0 + q) : T(0);
+        }
+        if (pr != kPrecisionFp32) {
+          HEBM_UNROLL
+          for (int q = 0; q < 4; ++q) xr[c][m][q] = round_operand(xr[c][m][q], pr);
+        }
+      }
+    }
+  }
+  // One batch of R fp32 rows i0 .. i0 + R - 1 (those below jend) of the resident tile at Ws: the lane's 4 + 4
+  // weights of each (16-byte loads at k0 and k0 + 128, k0 = lane_input(pass, 0)) into wr[t][m] (zeros for a row
+  // past jend or an input half past L.in) and acc[t * C + c] += their products with the lane's inputs xr.
+  template <int R, int NP>
+  HEBM_BLOCK_FN void row_batch(Ctx& ctx, const LinearDesc& L, const T* Ws, int ldw, int k0, int i0, int jend,
+                               const T xr[C][2][4], T (&acc)[NP], Vec4<T> (&wr)[R][2]) const {
+    HEBM_UNROLL
+    for (int m = 0; m < 2; ++m) {
+      const int k = k0 + 128 * m;
+      HEBM_UNROLL
+      for (int t = 0; t < R; ++t) {
+        const int jr = i0 + t;
+        wr[t][m] = Vec4<T>{T(0), T(0), T(0), T(0)};
+        if (k < L.in && jr < jend) {
+          const Vec4<T> w = ctx.ld4(Ws + jr * ldw + k);
+          wr[t][m] = w;
+          HEBM_UNROLL
+          for (int c = 0; c < C; ++c)
+            acc[t * C + c] += w.x * xr[c][m][0] + w.y * xr[c][m][1] + w.z * xr[c][m][2] + w.w * xr[c][m][3];
+        }
+      }
+    }
+  }
+  // The fp32 forward's row batches (forward_rows, fused_rows): R rows x C chains of dot products at a time (R = 8
+  // at C <= 2: a 100-row half layer is 2 batches per warp, not 4), their NP sums reduced by one scatter butterfly;
+  // each warp's rows a contiguous range [jbeg, jend) of ceil(nrows / nwarps).
+  static constexpr int kBatchRows = C <= 2 ? 8 : 2;
+  static constexpr int kBatchSums = kBatchRows * C <= 8 ? 8 : (kBatchRows * C <= 16 ? 16 : 32);
+  static HEBM_BLOCK_FN void warp_rows(Ctx& ctx, int nrows, int& jbeg, int& jend) {
+    const int rpw = (nrows + ctx.nwarps() - 1) / ctx.nwarps();
+    jbeg = ctx.warp() * rpw;
+    jend = nrows < jbeg + rpw ? nrows : jbeg + rpw;
+  }
+
+  // The backward's per-lane sums acc[c][m][q] (chain c, the lane's inputs of half m): zeroed; += d[c] * w (one
+  // 16-byte group of a weight row's half m); stored into a warp's slot wp (row stride ldi) at input k0 of half m.
+  static HEBM_BLOCK_FN void zero_sums(T (&acc)[C][2][4]) {
+    HEBM_UNROLL
+    for (int c = 0; c < C; ++c)
+      HEBM_UNROLL
+      for (int m = 0; m < 2; ++m)
+        HEBM_UNROLL
+        for (int q = 0; q < 4; ++q) acc[c][m][q] = T(0);
+  }
+  static HEBM_BLOCK_FN void add_sums(T (&acc)[C][2][4], int m, const T (&d)[C], const Vec4<T>& w) {
+    HEBM_UNROLL
+    for (int c = 0; c < C; ++c) {
+      acc[c][m][0] += d[c] * w.x;
+      acc[c][m][1] += d[c] * w.y;
+      acc[c][m][2] += d[c] * w.z;
+      acc[c][m][3] += d[c] * w.w;
+    }
+  }
+  static HEBM_BLOCK_FN void store_sums(Ctx& ctx, T* wp, int ldi, int k0, int m, const T (&acc)[C][2][4]) {
+    HEBM_UNROLL
+    for (int c = 0; c < C; ++c)
+      ctx.st4(wp + c * ldi + k0, Vec4<T>{acc[c][m][0], acc[c][m][1], acc[c][m][2], acc[c][m][3]});
+  }
+
   // The forward core: output rows [r0, r0 + nrows) of linear jl, row r0 + jr of the weights at Ws + jr * ldw in
   // shared memory (the resident tile, or a streamed chunk: streamed_linear.h); H[c][j] = act(X[c] . W[j] + b[j]
   // (+ tb[t_c][j])), DH = act' (* dyw[j] when given; H may be null: an untraced head's last hidden layer, whose H
@@ -312,51 +409,21 @@ struct WarpEngine : EngineJobs<T, Ctx> {
         return;
       }
     }
-    // the lane's inputs k0 .. k0 + 3 of half m of a pass (bf16: both halves in one packed 16-byte chunk)
-    auto kin = [&](int pass, int m) {
-      return pass * kWarpInputsInRegs + m * bf16_half(L.in, pass, wb) + 4 * lane;
-    };
+    auto kin = [&](int pass, int m) { return lane_input(L.in, pass, m, wb, lane); };
     const int npass = (L.in + kWarpInputsInRegs - 1) / kWarpInputsInRegs;
     T xr[C][2][4];
-    // the inputs' rows start 16-byte aligned (hidden layers; a head's slice when its offset and D are multiples of 4)
-    const bool xvec = ((X - smem) % 4) == 0 && ldx % 4 == 0;
-    // This warp's rows: a contiguous range of ceil(rows / nwarps), R at a time: R x C independent dot products,
-    // their loads in flight together and their sums reduced by one scatter butterfly (NP shuffles for NP sums).
-    // Contiguous rows: the NP finishing lanes store consecutive words (conflict-free).
-    constexpr int R = C <= 2 ? 8 : 2;  // 8: a 100-row half layer is 2 batches per warp, not 4
-    constexpr int NP = R * C <= 8 ? 8 : (R * C <= 16 ? 16 : 32);
-    const int nw = ctx.nwarps();
-    const int rpw = (nrows + nw - 1) / nw, jbeg = ctx.warp() * rpw;
-    const int jend = nrows < jbeg + rpw ? nrows : jbeg + rpw;
+    const bool xvec = inputs_vec(smem, X, ldx);
+    // This warp's rows, R at a time: R x C independent dot products, their loads in flight together and their
+    // sums reduced by one scatter butterfly (NP shuffles for NP sums). Contiguous rows: the NP finishing lanes
+    // store consecutive words (conflict-free).
+    constexpr int R = kBatchRows, NP = kBatchSums;
+    int jbeg, jend;
+    warp_rows(ctx, nrows, jbeg, jend);
     for (int i0 = jbeg; i0 < jend; i0 += R) {
-      T acc[NP];
-      HEBM_UNROLL
-      for (int t = 0; t < NP; ++t) acc[t] = T(0);
+      T acc[NP] = {};  // zeros
       for (int pass = 0; pass < npass; ++pass) {
         const bool on = 4 * lane < bf16_half(L.in, pass, wb);  // (fp32: every lane)
-        if (npass > 1 || i0 == jbeg) {
-          HEBM_UNROLL
-          for (int m = 0; m < 2; ++m) {
-            const int k0 = on ? kin(pass, m) : L.in;  // a lane without inputs: zeros
-            HEBM_UNROLL
-            for (int c = 0; c < C; ++c) {
-              if (xvec && k0 + 4 <= L.in) {  // one 16-byte load: scalar loads at stride 4 would conflict 4-way
-                const Vec4<T> v = ctx.ld4(X + c * ldx + k0);
-                xr[c][m][0] = v.x;
-                xr[c][m][1] = v.y;
-                xr[c][m][2] = v.z;
-                xr[c][m][3] = v.w;
-              } else {
-                HEBM_UNROLL
-                for (int q = 0; q < 4; ++q) xr[c][m][q] = k0 + q < L.in ? ctx.sh(X + c * ldx + k0 + q) : T(0);
-              }
-              if (pr != kPrecisionFp32) {
-                HEBM_UNROLL
-                for (int q = 0; q < 4; ++q) xr[c][m][q] = round_operand(xr[c][m][q], pr);
-              }
-            }
-          }
-        }
+        if (npass > 1 || i0 == jbeg) load_inputs(ctx, L, X, ldx, xvec, pass, wb, pr, xr);
         if (wb) {
           const bool narrow = bf16_narrow(L.in, pass);
           if (on && kin(pass, 0) < L.in) {
@@ -377,23 +444,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
             }
           }
         } else {
-          HEBM_UNROLL
-          for (int m = 0; m < 2; ++m) {
-            const int k0 = kin(pass, m);
-            if (k0 < L.in) {
-              HEBM_UNROLL
-              for (int t = 0; t < R; ++t) {
-                const int jr = i0 + t;
-                if (jr < jend) {
-                  const Vec4<T> w = ctx.ld4(Ws + jr * ldw + k0);
-                  HEBM_UNROLL
-                  for (int c = 0; c < C; ++c)
-                    acc[t * C + c] +=
-                        w.x * xr[c][m][0] + w.y * xr[c][m][1] + w.z * xr[c][m][2] + w.w * xr[c][m][3];
-                }
-              }
-            }
-          }
+          Vec4<T> wr[R][2];  // (unused here: the fused forward and backward keeps them)
+          row_batch<R>(ctx, L, Ws, ldw, kin(pass, 0), i0, jend, xr, acc, wr);
         }
       }
       // lane l holds sum l / (32 / NP) = t * C + c: the first lane of each group finishes row t of chain c
@@ -406,17 +458,18 @@ struct WarpEngine : EngineJobs<T, Ctx> {
 
   // The forward's epilogue for output row j of linear jl, chain c, from the row sum: bias, time bias, activation
   // and its derivative (times dyw[j]), H and DH here and, on a cluster, in the peers (forward_rows' header).
+  // Returns the derivative (DH may be null: the fused forward and backward, which keeps it in registers).
   template <int A>
-  HEBM_BLOCK_FN void forward_finish(Ctx& ctx, const BlockArgs<T>& a, int jl, int j, int c, T sum, T* H, T* DH,
-                                    const int* trow, T slope, const T* dyw) const {
+  HEBM_BLOCK_FN T forward_finish(Ctx& ctx, const BlockArgs<T>& a, int jl, int j, int c, T sum, T* H, T* DH,
+                                 const int* trow, T slope, const T* dyw) const {
     const LinearDesc& L = a.prog.lin[jl];
     T y, dy;
     linear_act<A, T, Ctx>(ctx, a, L, j, c, sum, trow, slope, dyw, y, dy);
     if (H) ctx.sh(H + c * L.out + j) = y;
-    ctx.sh(DH + c * L.out + j) = dy;
+    if (DH) ctx.sh(DH + c * L.out + j) = dy;
     if (CS > 1) {  // the cluster peers' copies (compile-time: nothing on one block)
       bool dh_all = false;
-      for (int n = 0; n < a.prog.n_nets; ++n)
+      for (int n = 0; DH && n < a.prog.n_nets; ++n)
         dh_all = dh_all || a.prog.nets[n].first + a.prog.nets[n].n_lin - 1 == jl;
       HEBM_UNROLL
       for (int q = 1; q < CS; ++q) {
@@ -425,6 +478,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
         if (dh_all) ctx.sh(ctx.map_rank(DH, pr) + c * L.out + j) = dy;
       }
     }
+    return dy;
   }
 
   // The bf16 forward on the tensor cores (forward_rows with resident bf16 rows, float chains): per warp m16
@@ -581,12 +635,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
       const bool on = 4 * lane < bf16_half(L.in, pass, wb);  // (fp32: every lane)
       const bool narrow = wb && bf16_narrow(L.in, pass);
       T acc[C][2][4];
-      HEBM_UNROLL
-      for (int c = 0; c < C; ++c)
-        HEBM_UNROLL
-        for (int m = 0; m < 2; ++m)
-          HEBM_UNROLL
-          for (int q = 0; q < 4; ++q) acc[c][m][q] = T(0);
+      zero_sums(acc);
       for (int b0 = jbeg; b0 < jend; b0 += kWarp) {
         const int nb = (jend - b0) < kWarp ? (jend - b0) : kWarp;
         T dl[C];
@@ -628,16 +677,8 @@ struct WarpEngine : EngineJobs<T, Ctx> {
             HEBM_UNROLL
             for (int m = 0; m < 2; ++m) {
               const int k0 = kin(pass, m);
-              if (k0 < L.in) {  // (uniformly false for m = 1 when in <= 128: no FMAs on padding)
-                const Vec4<T> w = ctx.ld4(wr + k0);
-                HEBM_UNROLL
-                for (int c = 0; c < C; ++c) {
-                  acc[c][m][0] += dv[c] * w.x;
-                  acc[c][m][1] += dv[c] * w.y;
-                  acc[c][m][2] += dv[c] * w.z;
-                  acc[c][m][3] += dv[c] * w.w;
-                }
-              }
+              if (k0 < L.in)  // (uniformly false for m = 1 when in <= 128: no FMAs on padding)
+                add_sums(acc, m, dv, ctx.ld4(wr + k0));
             }
           }
         }
@@ -645,11 +686,7 @@ struct WarpEngine : EngineJobs<T, Ctx> {
       HEBM_UNROLL
       for (int m = 0; m < 2; ++m) {
         const int k0 = kin(pass, m);
-        if (on && k0 < L.in) {
-          HEBM_UNROLL
-          for (int c = 0; c < C; ++c)
-            ctx.st4(wp + c * ldi + k0, Vec4<T>{acc[c][m][0], acc[c][m][1], acc[c][m][2], acc[c][m][3]});
-        }
+        if (on && k0 < L.in) store_sums(ctx, wp, ldi, k0, m, acc);
       }
     }
   }
@@ -665,23 +702,38 @@ struct WarpEngine : EngineJobs<T, Ctx> {
     // the input deltas: DIN, or on a cluster the CS partial sums the previous backward left for it
     const T* pp = nullptr;
     const T* dsc = nullptr;
-    T* part = nullptr;
-    if (CS > 1) {
-      // an earlier backward's gradient: added now, into G, which no thread reads before this backward's barrier
-      settle(ctx, a);
-      if (pend == PEND_DOUT && DIN == pend_out) {
-        pp = pend_part;
-        dsc = pend_dh;
-      }
-      pend = PEND_NONE;
-      part = smem + a.lay.part + parity * CS * slot(a) + rank * slot(a);
-    }
+    T* part = backward_begin(ctx, a, smem, DIN, pp, dsc);
     // the backward warps' slots [warp][c][ldi]: consecutive threads below read consecutive 16-byte words
     const int ldi = (L.in + 3) / 4 * 4, nw = backward_warps(ctx.nwarps());
-    T* wpart = smem + a.lay.wpart;
     if (ctx.warp() < nw)
       backward_rows(ctx, a, L, smem + a.lay.w[jl], a.lay.ldw[jl], r0, r1 - r0, DIN, pp, dsc,
-                    wpart + ctx.warp() * C * ldi, nw, prec(a));
+                    smem + a.lay.wpart + ctx.warp() * C * ldi, nw, prec(a));
+    backward_end(ctx, a, smem, jl, nw, part, DOUT, DHprev, G, ldg, goff, alpha_rows);
+  }
+
+  // A backward's start on a cluster: an earlier backward's pending gradient added into G now (no thread reads G
+  // before this backward's barrier); the input deltas (pp, dsc) when the pending result is DIN's; this rank's
+  // slot of the partial-sum buffer group the result goes to (null on one block).
+  HEBM_BLOCK_FN T* backward_begin(Ctx& ctx, const BlockArgs<T>& a, T* smem, const T* DIN, const T*& pp,
+                                  const T*& dsc) const {
+    if (CS == 1) return nullptr;
+    settle(ctx, a);
+    if (DIN && pend == PEND_DOUT && DIN == pend_out) {
+      pp = pend_part;
+      dsc = pend_dh;
+    }
+    pend = PEND_NONE;
+    return smem + a.lay.part + parity * CS * slot(a) + rank * slot(a);
+  }
+
+  // A backward's end, after warps 0 .. nw - 1 stored their slots (smem + wpart, [warp][c][ldi]): the slots added
+  // in warp order into DOUT (times DHprev) or G (times -alpha) on one block; on a cluster into this rank's slot
+  // `part` of the consumer blocks, the result left pending (backward's header).
+  HEBM_BLOCK_FN void backward_end(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, int nw, T* part, T* DOUT,
+                                  const T* DHprev, T* G, int ldg, int goff, const int* alpha_rows) const {
+    const LinearDesc& L = a.prog.lin[jl];
+    const int ldi = (L.in + 3) / 4 * 4;
+    const T* wpart = smem + a.lay.wpart;
     // every backward warp's slot written (bar.sync 1: the walk's barriers are 0); all the block's threads arrive,
     // the other warps to wait for the slots they help add below
     ctx.named_sync(1, ctx.nthreads());
@@ -760,6 +812,77 @@ struct WarpEngine : EngineJobs<T, Ctx> {
         pend_out = DOUT;
         pend_dh = DHprev;
       }
+    }
+  }
+
+  // Whether the walk fuses net's last hidden layer (forward_backward): head_fuses_last, and the layout has a slot
+  // for every warp.
+  HEBM_BLOCK_FN bool fuses_last(Ctx& ctx, const BlockArgs<T>& a, const NetDesc& net) const {
+    return head_fuses_last(a.prog, net, prec(a)) && a.lay.wslots >= ctx.nwarps();
+  }
+
+  // A head's last hidden layer jl, forward and backward in one pass over the block's rows (docs/CUDA_KERNELS.md
+  // cut (e)): the delta of row o, dh * w_out, is formed in row o's own epilogue, so the warp that has just summed
+  // row o goes on with row o's backward while its weights are still in registers. W is read once a step instead of
+  // twice and no barrier separates the two; the price: every warp's rows add into a slot of their own (wslots =
+  // warps), which backward_end adds. H only where given (traced: the energy, after the backward's exchange); DH
+  // not stored (the deltas stay in registers). The result as backward's (DOUT times DHprev, or G).
+  HEBM_BLOCK_FN void forward_backward(Ctx& ctx, const BlockArgs<T>& a, T* smem, int jl, const T* X, int ldx, T* H,
+                                      const int* trow, T slope, int act, const T* dyw, T* DOUT, const T* DHprev,
+                                      T* G, int ldg, int goff, const int* alpha_rows) const {
+    const T* pp = nullptr;
+    const T* dsc = nullptr;
+    T* part = backward_begin(ctx, a, smem, nullptr, pp, dsc);
+    int r0, r1;
+    own_rows(a, jl, r0, r1);
+    T* wp = smem + a.lay.wpart + ctx.warp() * C * ((a.prog.lin[jl].in + 3) / 4 * 4);
+    HEBM_DISPATCH_ACT(act, A, (fused_rows<A>(ctx, a, smem, jl, r0, r1 - r0, X, ldx, H, trow, slope, dyw, wp)));
+    backward_end(ctx, a, smem, jl, ctx.nwarps(), part, DOUT, DHprev, G, ldg, goff, alpha_rows);
+  }
+
+  // forward_backward's rows: forward_rows' fp32 row batches (the same lane map, inputs once per warp, R rows at a
+  // time, one scatter butterfly), then each (row, chain) delta, rounded to the precision as backward_rows rounds
+  // it, broadcast from its finishing lane by one shuffle and multiplied into the batch's weights (wr): the
+  // backward's sums over the warp's rows in order, as backward_rows adds them, stored into the warp's slot wp.
+  template <int A>
+  HEBM_BLOCK_FN void fused_rows(Ctx& ctx, const BlockArgs<T>& a, const T* smem, int jl, int r0, int nrows,
+                                const T* X, int ldx, T* H, const int* trow, T slope, const T* dyw, T* wp) const {
+    const LinearDesc& L = a.prog.lin[jl];
+    const int ldw = a.lay.ldw[jl], lane = ctx.lane(), pr = prec(a), ldi = (L.in + 3) / 4 * 4;
+    const T* Ws = smem + a.lay.w[jl];
+    const int k0 = lane_input(L.in, 0, 0, false, lane);
+    T xr[C][2][4];
+    load_inputs(ctx, L, X, ldx, inputs_vec(smem, X, ldx), 0, false, pr, xr);
+    T bk[C][2][4];
+    zero_sums(bk);
+    constexpr int R = kBatchRows, NP = kBatchSums;  // forward_rows' batches
+    constexpr int LG = kWarp / NP;                   // lanes per sum after the scatter
+    int jbeg, jend;
+    warp_rows(ctx, nrows, jbeg, jend);
+    for (int i0 = jbeg; i0 < jend; i0 += R) {
+      T acc[NP] = {};  // zeros
+      Vec4<T> wr[R][2];
+      row_batch<R>(ctx, L, Ws, ldw, k0, i0, jend, xr, acc, wr);
+      const T sum = warp_sum_scatter<T, NP, Ctx>(ctx, acc);
+      const int idx = lane / LG, t = idx / C, c = idx - t * C, jr = i0 + t;
+      T d = T(0);
+      if (lane % LG == 0 && idx < R * C && jr < jend)
+        d = round_operand(forward_finish<A>(ctx, a, jl, r0 + jr, c, sum, H, nullptr, trow, slope, dyw), pr);
+      HEBM_UNROLL
+      for (int tb = 0; tb < R; ++tb) {
+        T dv[C];  // row i0 + tb's deltas, from their finishing lanes (every lane: outside the branch below)
+        HEBM_UNROLL
+        for (int cb = 0; cb < C; ++cb) dv[cb] = ctx.shfl_idx(d, (tb * C + cb) * LG);
+        if (i0 + tb < jend) {
+          HEBM_UNROLL
+          for (int m = 0; m < 2; ++m) add_sums(bk, m, dv, wr[tb][m]);
+        }
+      }
+    }
+    HEBM_UNROLL
+    for (int m = 0; m < 2; ++m) {
+      const int k = k0 + 128 * m;
+      if (k < L.in) store_sums(ctx, wp, ldi, k, m, bk);
     }
   }
 
